@@ -354,8 +354,10 @@ class ScaleNASSpace:
         Python-side sampling for tests and search; the trainer samples inside the compiled step.
         """
         choices = tuple(self.depth_choices if depth_choices is None else depth_choices)
-        if not set(choices) <= set(self.depth_choices):
-            raise ValueError(f"`depth_choices` must be a subset of {self.depth_choices}. Received: {choices}")
+        if not choices or not set(choices) <= set(self.depth_choices):
+            raise ValueError(
+                f"`depth_choices` must be a non-empty subset of {self.depth_choices}. Received: depth_choices={choices}"
+            )
         if not 0.0 <= fusion_prob <= 1.0:
             raise ValueError(f"`fusion_prob` must be in [0, 1]. Received: fusion_prob={fusion_prob}")
         modules = []

@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
+
 from scalenas_tf import tasks
 from scalenas_tf.search_space import ScaleNASArch
 from scalenas_tf.search_space import ScaleNASSpace
@@ -56,7 +58,7 @@ class Cost:
             "gflops_hrnet": round(self.gflops_hrnet, 6),
             "live_params": self.live_params,
             "live_macs": self.live_macs,
-            "keras_count_params": self.keras_count_params,
+            "live_params_with_bn_stats": self.keras_count_params,
             "input_size": list(self.input_size),
         }
 
@@ -159,8 +161,12 @@ def count(
         ValueError: for a bad task, class count or input size.
     """
     tasks.validate_task(task, num_classes)
-    if len(input_size) != 2 or any(not isinstance(v, int) or v < 1 for v in input_size):
+    if (
+        len(input_size) != 2
+        or any(not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1 for v in input_size)
+    ):
         raise ValueError(f"`input_size` must be (height, width) positive ints. Received: input_size={input_size}")
+    input_size = (int(input_size[0]), int(input_size[1]))
     if validate:
         space.validate(arch)
     tally = _Tally()

@@ -1,0 +1,52 @@
+r"""Prints the params and MACs of a ScaleNAS arch, from its encoding (no graph build).
+
+  python bin/cost.py --config=configs/scalenas_pose.py:w32 --input_size=256x192 --arch=hrnet
+  python bin/cost.py --config=configs/scalenas_seg.py:w32 --official_mask=seg_w32_S1.json --extract
+
+--arch takes hrnet, largest, smallest or a path to an encoding JSON (ScaleNASArch.to_json);
+--official_mask takes the ScaleNAS authors' mask format instead (.json; .npy needs --allow_pickle).
+The last line of standard output is one JSON object: params, macs, gmacs (MACs/1e9), gflops_hrnet
+(MACs/2^30), live_params, ..., plus keras_params and keras_count_params with --extract.
+Exit codes: 0 ok; 1 bad flags or bad input (a one-line message on standard error).
+"""
+
+import json
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from scalenas_tf.runners import cost as cost_runner
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file[:variant], e.g. configs/scalenas_pose.py:w32.")
+_ARCH = flags.DEFINE_string("arch", None, "hrnet | largest | smallest | path to an encoding JSON (default: hrnet).")
+_OFFICIAL_MASK = flags.DEFINE_string("official_mask", None, "Path to a mask in the ScaleNAS authors' format.")
+_ALLOW_PICKLE = flags.DEFINE_bool("allow_pickle", False, "Allow loading a pickled .npy official mask (runs code).")
+_INPUT_SIZE = flags.DEFINE_string("input_size", None, "HEIGHTxWIDTH, e.g. 256x192 (default: config.model.input_size).")
+_EXTRACT = flags.DEFINE_bool("extract", False, "Also build the extracted Keras model and report its params.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        summary = cost_runner.run(
+            _CONFIG.value,
+            arch=_ARCH.value,
+            official_mask=_OFFICIAL_MASK.value,
+            input_size=_INPUT_SIZE.value,
+            extract=_EXTRACT.value,
+            allow_pickle=_ALLOW_PICKLE.value,
+        )
+    except (ValueError, OSError) as e:  # ArchError is a ValueError
+        print(f"cost.py: error: {e}", file=sys.stderr)
+        return 1
+    print(cost_runner.format_report(summary))
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config"])
+    app.run(main)
