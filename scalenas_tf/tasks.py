@@ -20,3 +20,6 @@ def validate_task(task: str, num_classes: int) -> None:
 def head_reads_all_branches(task: str) -> bool:
     """Top-down pose reads only branch 0 of the last module; the other heads read every branch."""
     return task != "pose"
+
+# Segmentation label of pixels that do not count (HRNet/Cityscapes convention).
+IGNORE_LABEL = 255

@@ -78,24 +78,19 @@ class HRModule(keras.layers.Layer):
     def call(self, inputs, arch, training=None):
         b, steps = self.num_branches, self.max_steps
         xs = list(inputs)
-        arch = tf.convert_to_tensor(arch, dtype=tf.int32)
-        depths = arch[:b]
-        bits = tf.reshape(arch[b:], (b, steps, b))
+        block_on, edge_on = self._gates(arch)
         sizes = [_spatial(x) for x in xs]
         for s in range(steps):
             for i in range(b):
-                xs[i] = self._maybe_block(xs[i], i, s, depths[i], training)
+                xs[i] = self._maybe_block(xs[i], i, s, block_on[i][s], training)
             fused = []
             for j in range(b):
                 y = xs[j]
                 for k in range(b):
                     if k == j:
                         continue
-                    # Bits beyond the target's depth are 0 in a valid arch; mask them anyway so the
-                    # graph computes exactly what the encoding validates, whatever tensor comes in.
-                    on = tf.logical_and(bits[j, s, k] > 0, s < depths[j])
                     y = tf.cond(
-                        on,
+                        edge_on[j][s][k],
                         lambda y=y, e=self.edge(j, s, k), x=xs[k], hw=sizes[j]: y + e(x, target_hw=hw, training=training),
                         lambda y=y: y,
                     )
@@ -104,11 +99,43 @@ class HRModule(keras.layers.Layer):
             xs = fused
         return xs
 
-    def _maybe_block(self, x, i, s, depth, training):
+    def _gates(self, arch):
+        """Python lists of scalar bool tensors: `block_on[i][s]` and `edge_on[j][s][k]`.
+
+        A block runs when `s < depth_i`; an edge when its bit is set and `s < depth_j` (bits beyond
+        the target's depth are 0 in a valid arch; masking them anyway makes the graph compute
+        exactly what the encoding validates, whatever tensor comes in). Computed as two tensors and
+        unstacked, which keeps the traced graph small.
+        """
+        b, steps = self.num_branches, self.max_steps
+        arch = tf.convert_to_tensor(arch, dtype=tf.int32)
+        depths = arch[:b]
+        bits = tf.reshape(arch[b:], (b, steps, b))
+        block_on = tf.range(steps)[None, :] < depths[:, None]
+        edge_on = tf.logical_and(bits > 0, block_on[:, :, None])
+        block_on = [tf.unstack(row) for row in tf.unstack(block_on)]
+        edge_on = [[tf.unstack(row) for row in tf.unstack(plane)] for plane in tf.unstack(edge_on)]
+        return block_on, edge_on
+
+    def gated_layers(self, arch):
+        """`(layer, on)` for every block and edge that runs only for some archs.
+
+        `on` is a scalar bool tensor, true when `arch` (this module's slice) runs the layer: the same
+        predicates as `call`, so sparse updates and BN recalibration touch exactly what ran.
+        """
+        b, steps = self.num_branches, self.max_steps
+        block_on, edge_on = self._gates(arch)
+        gated = [(self.block(i, s), block_on[i][s]) for i in range(b) for s in range(self.depth_choices[0], steps)]
+        gated += [
+            (self.edge(j, s, k), edge_on[j][s][k]) for j in range(b) for s in range(steps) for k in range(b) if k != j
+        ]
+        return gated
+
+    def _maybe_block(self, x, i, s, on, training):
         block = self.block(i, s)
         if s < self.depth_choices[0]:
             return block(x, training=training)
-        return tf.cond(s < depth, lambda: block(x, training=training), lambda: x)
+        return tf.cond(on, lambda: block(x, training=training), lambda: x)
 
     def extract(self, xs, module_arch):
         """Applies the chosen blocks and edges of `module_arch` (a `ModuleArch`) to KerasTensors `xs`."""

@@ -113,6 +113,18 @@ class ScaleNASSupernet(keras.Model):
             xs = hr_module(xs, vector[lo:hi], training=training)
         return xs
 
+    def gated_layers(self, arch=None):
+        """`(layer, on)` for every block and fusion edge that only some archs run.
+
+        `on` is a scalar bool tensor (true when `arch` runs the layer); layers not listed run for
+        every arch. Used by sparse updates and BN recalibration, in graph, for any arch tensor.
+        """
+        vector = self.arch_tensor(arch)
+        gated = []
+        for hr_module, (lo, hi) in zip(self.hr_modules, self._slices):
+            gated.extend(hr_module.gated_layers(vector[lo:hi]))
+        return gated
+
     def call(self, images, arch=None, training=None):
         return self.head(self.features(images, arch, training=training), training=training)
 

@@ -1,10 +1,11 @@
 """Test helpers for Keras models: non-trivial BN statistics, so that a wrong weight copy cannot hide."""
 
+import keras
 import numpy as np
 
 
 def _batch_norms(model):
-    return [l for l in model._flatten_layers(include_self=False, recursive=True) if l.__class__.__name__ == "BatchNormalization"]
+    return [l for l in model._flatten_layers(include_self=False, recursive=True) if isinstance(l, keras.layers.BatchNormalization)]
 
 
 def randomize_batch_norm(model, seed=0, images=None):

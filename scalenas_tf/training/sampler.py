@@ -1,0 +1,219 @@
+"""Arch samplers that run inside the compiled train step, keyed by (seed, step).
+
+A sampler maps the training step (a scalar int tensor, e.g. `optimizer.iterations`) to a batch of
+arch vectors `(num_subnets, space.vector_size)` (the layout of `ScaleNASSpace.to_vector`) and a dict
+of what it drew (`group`, `fusion_prob`). Stateless RNG makes it deterministic and identical on
+every replica of a `tf.distribute` strategy, with no Python-side state to checkpoint.
+
+Every vector is canonical: self bits 1 below each branch's depth, no bits at or beyond it, and the
+single-output rule of pose spaces applied, so `space.from_vector` accepts it.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from scalenas_tf.search_space import ScaleNASSpace
+
+# ScaleNAS grouped sampling: depth groups of consecutive depth choices x fusion percentages, then
+# the sandwich rule's smallest and largest as two more groups (the authors' release cycles 11).
+GROUP_FUSION_PROBS = (0.2, 0.5, 0.8)
+SMALLEST_FUSION_PROB = 0.1
+LARGEST_FUSION_PROB = 1.0
+
+
+class ArchSampler:
+    """Base class: `sampler(step)` -> `(vectors, info)`.
+
+    Subclasses implement `_draw(seed, step)` for one subnet; `num_subnets` subnets are drawn per step.
+
+    Args:
+        space: `ScaleNASSpace`.
+        seed: int. The same seed and step give the same archs.
+    """
+
+    num_subnets = 1
+
+    def __init__(self, space: ScaleNASSpace, seed: int = 0):
+        if not isinstance(space, ScaleNASSpace):
+            raise TypeError(f"`space` must be a ScaleNASSpace. Received: {type(space).__name__}")
+        self.space = space
+        self.seed = int(seed)
+        self._layout = [b for _, _, b in space.module_layout()]
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.int64)
+        seed = tf.stack([tf.constant(self.seed, tf.int64), step])
+        return self._sample(seed, step)
+
+    def _sample(self, seed, step):
+        vector, info = self._draw(seed, step)
+        return vector[None], {k: tf.reshape(v, (1,)) for k, v in info.items()}
+
+    def _draw(self, seed, step):
+        raise NotImplementedError
+
+    def sample_numpy(self, steps: Sequence[int]):
+        """Eager helper: the vectors `(len(steps), num_subnets, vector_size)` and info for `steps`."""
+        vectors, infos = [], []
+        for step in steps:
+            v, info = self(tf.constant(step, tf.int64))
+            vectors.append(v.numpy())
+            infos.append({k: x.numpy() for k, x in info.items()})
+        return np.stack(vectors), {k: np.stack([i[k] for i in infos]) for k in infos[0]} if infos else {}
+
+    # === In-graph construction of canonical vectors ===
+
+    def _random_arch(self, seed, depth_options, num_options, fusion_prob):
+        """One arch: each depth uniform over `depth_options[:num_options]`, each cross bit on w.p. p."""
+        parts = []
+        last = len(self._layout) - 1
+        for m, b in enumerate(self._layout):
+            s_depth, s_bits = tf.unstack(tf.random.experimental.stateless_split(
+                tf.random.experimental.stateless_fold_in(seed, m), 2))
+            u = tf.random.stateless_uniform((b,), s_depth)
+            index = tf.minimum(tf.cast(u * tf.cast(num_options, tf.float32), tf.int32), num_options - 1)
+            depths = tf.gather(depth_options, index)
+            cross = tf.random.stateless_uniform((b, self.space.max_steps, b), s_bits) < fusion_prob
+            single_output = m == last and not self.space.multi_scale_output
+            parts.append(self._module_vector(depths, cross, b, single_output))
+        return tf.concat(parts, axis=0)
+
+    def _module_vector(self, depths, cross, b, single_output):
+        steps = self.space.max_steps
+        step = tf.range(steps)[None, :, None]
+        active = step < depths[:, None, None]
+        is_self = tf.eye(b, dtype=tf.bool)[:, None, :]
+        bits = tf.logical_and(tf.logical_or(is_self, cross), active)
+        if single_output:
+            # HRNet's single output: target 0 reads every branch at its last step, others only themselves.
+            last = tf.equal(step, depths[:, None, None] - 1)
+            target0 = tf.equal(tf.range(b), 0)[:, None, None]
+            bits = tf.where(last, tf.logical_or(target0, is_self), bits)
+        return tf.concat([depths, tf.reshape(tf.cast(bits, tf.int32), (-1,))], axis=0)
+
+
+class UniformSampler(ArchSampler):
+    """Uniform over the space: every depth uniform over `depth_choices`, every cross bit a fair coin."""
+
+    fusion_prob = 0.5
+
+    def _draw(self, seed, step):
+        choices = tf.constant(self.space.depth_choices, tf.int32)
+        vector = self._random_arch(seed, choices, len(self.space.depth_choices), self.fusion_prob)
+        return vector, {"group": tf.constant(-1, tf.int32), "fusion_prob": tf.constant(self.fusion_prob)}
+
+
+class FusionSampler(UniformSampler):
+    """Fusion-percentage sampling: depths uniform, each cross edge on with probability `fusion_prob`.
+
+    Args:
+        space, seed: as `ArchSampler`.
+        fusion_prob: float in [0, 1].
+    """
+
+    def __init__(self, space, seed=0, fusion_prob=0.5):
+        super().__init__(space, seed)
+        if not 0.0 <= float(fusion_prob) <= 1.0:
+            raise ValueError(f"`fusion_prob` must be in [0, 1]. Received: fusion_prob={fusion_prob}")
+        self.fusion_prob = float(fusion_prob)
+
+
+class GroupedSampler(ArchSampler):
+    """ScaleNAS grouped sampling: the group cycles with the step (`step mod num_groups`).
+
+    Groups `g = d * len(fusion_probs) + f` pair depth group d (two consecutive depth choices, e.g.
+    {2,3}, {3,4}, {4,5}) with fusion probability `fusion_probs[f]` (0.2, 0.5, 0.8): 9 groups. With
+    `sandwich=True` two more follow: the smallest depth with p = 0.1 and the largest depth with
+    p = 1.0 (11 groups, the released code's `step mod 11`).
+
+    Args:
+        space, seed: as `ArchSampler`.
+        fusion_probs: sequence of floats in [0, 1].
+        sandwich: bool. Adds the smallest and largest groups.
+    """
+
+    def __init__(self, space, seed=0, fusion_probs=GROUP_FUSION_PROBS, sandwich=True):
+        super().__init__(space, seed)
+        probs = tuple(float(p) for p in fusion_probs)
+        if not probs or not all(0.0 <= p <= 1.0 for p in probs):
+            raise ValueError(f"`fusion_probs` must be non-empty probabilities. Received: fusion_probs={fusion_probs}")
+        choices = space.depth_choices
+        depth_groups = [choices[i : i + 2] for i in range(max(1, len(choices) - 1))]
+        groups = [(d, p) for d in depth_groups for p in probs]
+        if sandwich:
+            groups += [((choices[0],), SMALLEST_FUSION_PROB), ((choices[-1],), LARGEST_FUSION_PROB)]
+        self.groups = tuple(groups)
+        self.sandwich = sandwich
+
+    @property
+    def num_groups(self):
+        return len(self.groups)
+
+    def _draw(self, seed, step):
+        group = tf.cast(step % self.num_groups, tf.int32)
+        table = tf.constant([list(d) + [d[-1]] * (2 - len(d)) for d, _ in self.groups], tf.int32)
+        sizes = tf.constant([len(d) for d, _ in self.groups], tf.int32)
+        probs = tf.constant([p for _, p in self.groups], tf.float32)
+        p = probs[group]
+        vector = self._random_arch(seed, table[group], sizes[group], p)
+        return vector, {"group": group, "fusion_prob": p}
+
+
+class SandwichSampler(ArchSampler):
+    """The sandwich rule: the largest, the smallest and `num_random` subnets from `base` every step.
+
+    The trainer sums their losses (and so their gradients) into one update.
+
+    Args:
+        space, seed: as `ArchSampler`.
+        num_random: int >= 0.
+        base: the sampler of the random subnets (default `UniformSampler(space, seed)`).
+    """
+
+    def __init__(self, space, seed=0, num_random=2, base=None):
+        super().__init__(space, seed)
+        if int(num_random) < 0:
+            raise ValueError(f"`num_random` must be >= 0. Received: num_random={num_random}")
+        self.num_random = int(num_random)
+        self.base = base if base is not None else UniformSampler(space, seed)
+        self.num_subnets = 2 + self.num_random
+        self._ends = tf.constant(np.stack([space.to_vector(space.largest()), space.to_vector(space.smallest())]))
+
+    def _sample(self, seed, step):
+        vectors, groups, probs = [self._ends], [tf.constant([-3, -2], tf.int32)], [tf.constant([1.0, 0.0])]
+        for i in range(self.num_random):
+            v, info = self.base._draw(tf.random.experimental.stateless_fold_in(seed, i + 1), step)
+            vectors.append(v[None])
+            groups.append(tf.reshape(info["group"], (1,)))
+            probs.append(tf.reshape(info["fusion_prob"], (1,)))
+        return tf.concat(vectors, 0), {"group": tf.concat(groups, 0), "fusion_prob": tf.concat(probs, 0)}
+
+
+class FixedSampler(ArchSampler):
+    """Always the same arch (e.g. to train a single subnet, or the teacher's full configuration)."""
+
+    def __init__(self, space, arch, seed=0):
+        super().__init__(space, seed)
+        self._vector = tf.constant(space.to_vector(arch))
+
+    def _draw(self, seed, step):
+        return self._vector, {"group": tf.constant(-1, tf.int32), "fusion_prob": tf.constant(-1.0)}
+
+
+SAMPLERS = {
+    "uniform": UniformSampler,
+    "fusion": FusionSampler,
+    "grouped": GroupedSampler,
+    "sandwich": SandwichSampler,
+}
+
+
+def make_sampler(name: str, space: ScaleNASSpace, seed: int = 0, **kwargs) -> ArchSampler:
+    """`"uniform"`, `"fusion"`, `"grouped"` or `"sandwich"` -> a sampler; kwargs go to its constructor."""
+    if name not in SAMPLERS:
+        raise ValueError(f"Unknown sampler {name!r}. Expected one of {sorted(SAMPLERS)}")
+    return SAMPLERS[name](space, seed=seed, **kwargs)

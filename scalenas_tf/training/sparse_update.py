@@ -1,0 +1,149 @@
+"""Sparse updates: choices a step did not run keep their weights and optimizer slots bit-exactly.
+
+Inside a traced step an unused `tf.cond` branch gets a zero gradient, not `None`, and momentum,
+Adam moments and weight decay still move its weights. PyTorch >= 2.0 skips parameters whose
+gradient is `None`; TuNAS masks regularization of unused choices for the same reason: decaying
+rarely sampled choices biases the search against them.
+
+No optimizer API skips variables per step by a tensor predicate, so this module does it in two ways:
+
+- Fast path, for Keras's own optimizers (SGD, Adam, AdamW, RMSprop, ...) without gradient
+  accumulation, EMA or loss scaling: it replays `Optimizer.apply` for the TF backend (unscale,
+  clip, all-reduce, weight decay, `update_step`, iteration count) with one `tf.cond` per gated
+  layer around that layer's decay and update, so unused choices are skipped, not computed. It uses
+  the optimizer's per-variable hooks (`update_step`, `_clip_gradients`, `_use_weight_decay`,
+  `_all_reduce_sum_gradients`), which Keras's own TF code path calls the same way.
+- Fallback, for any other optimizer (e.g. `LossScaleOptimizer`): snapshot the gated variables and
+  their slots, let the optimizer apply its update, then restore the snapshot where the gate is off.
+Under a `tf.distribute` strategy both update per device in cross-replica context.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+def _tf_variable(v):
+    return v.value if hasattr(v, "value") and isinstance(getattr(v, "value"), tf.Variable) else v
+
+
+def slot_map(optimizer, variables):
+    """`{id(variable): [slot variables]}`, matched by Keras's slot naming (`{path with _}_{slot}`).
+
+    Keras names a slot after its reference variable's path; the longest matching prefix wins, so
+    `conv_kernel_1_momentum` belongs to `conv/kernel_1`, not to `conv/kernel`.
+    """
+    by_prefix = {v.path.replace("/", "_") + "_": v for v in variables}
+    slots = {id(v): [] for v in variables}
+    for slot in optimizer.variables:
+        name = slot.name
+        for i in range(len(name) - 1, 0, -1):
+            if name[i] == "_" and name[: i + 1] in by_prefix:
+                ref = by_prefix[name[: i + 1]]
+                if tuple(slot.shape) == tuple(ref.shape):
+                    slots[id(ref)].append(slot)
+                break
+    return slots
+
+
+def apply_gradients(optimizer, grads, variables, gated_layers, sparse=True):
+    """Applies `grads` with `optimizer`; with `sparse`, variables of layers whose gate is off stay put.
+
+    Args:
+        optimizer: a built `keras.optimizers.Optimizer` (slots must exist before the snapshot).
+        grads, variables: lists of the same length (the trainable variables).
+        gated_layers: list of `(layer, on)`: `on` a scalar bool tensor, true if this step ran `layer`.
+        sparse: bool. `False` is the dense update of the PyTorch 1.x reference code.
+    """
+    if not sparse or not gated_layers:
+        optimizer.apply(grads, variables)
+    elif _fast_path_ok(optimizer, variables):
+        _apply_fast(optimizer, grads, variables, gated_layers)
+    else:
+        _apply_with_restore(optimizer, grads, variables, gated_layers)
+
+
+def _fast_path_ok(optimizer, variables):
+    plain = type(optimizer).__module__.startswith("keras.") and not hasattr(optimizer, "inner_optimizer")
+    return (
+        plain
+        and not optimizer.gradient_accumulation_steps
+        and not optimizer.use_ema
+        and all(v.constraint is None and not v.overwrite_with_gradient for v in variables)
+    )
+
+
+def _apply_fast(optimizer, grads, variables, gated_layers):
+    index = {id(v): i for i, v in enumerate(variables)}
+    gated_ids, groups = set(), []
+    for layer, on in gated_layers:
+        ids = [index[id(v)] for v in layer.trainable_variables if id(v) in index]
+        gated_ids.update(ids)
+        groups.append((ids, on))
+    groups.insert(0, ([i for i in range(len(variables)) if i not in gated_ids], None))
+
+    with keras.name_scope(optimizer.name, caller=optimizer):
+        if optimizer.loss_scale_factor is not None:
+            grads = [g / optimizer.loss_scale_factor for g in grads]
+        grads = optimizer._clip_gradients(grads)
+        tf_vars = [_tf_variable(v) for v in variables]
+        grads_and_vars = optimizer._all_reduce_sum_gradients(list(zip(grads, tf_vars)))
+        grads = [g for g, _ in grads_and_vars]
+        learning_rate = optimizer.learning_rate
+        ons = [on for _, on in groups[1:]]
+
+        def update(strategy, grads, ons):
+            def decay_and_step(var, grad, lr):
+                if optimizer.weight_decay is not None and optimizer._use_weight_decay(var):
+                    var.assign_sub(var * tf.cast(optimizer.weight_decay, var.dtype) * tf.cast(lr, var.dtype))
+                return optimizer.update_step(grad, var, lr)
+
+            def update_group(ids):
+                for i in ids:
+                    strategy.extended.update(tf_vars[i], decay_and_step, args=(grads[i], learning_rate), group=False)
+                return tf.constant(True)
+
+            update_group(groups[0][0])
+            for (ids, _), on in zip(groups[1:], ons):
+                on = strategy.experimental_local_results(on)[0]
+                tf.cond(on, lambda ids=ids: update_group(ids), lambda: tf.constant(False))
+
+        _merge(update, grads, ons)
+    optimizer.iterations.assign_add(1)
+
+
+def _merge(fn, *args):
+    """Runs `fn(strategy, *args)` in cross-replica context, from replica or cross-replica context."""
+    context = tf.distribute.get_replica_context()
+    if context is None:
+        return fn(tf.distribute.get_strategy(), *args)
+    return context.merge_call(fn, args=args)
+
+
+def _apply_with_restore(optimizer, grads, variables, gated_layers):
+    trainable = {id(v) for v in variables}
+    slots = slot_map(optimizer, variables)
+    guarded, gates = [], []
+    for layer, on in gated_layers:
+        for v in layer.trainable_variables:
+            if id(v) in trainable:
+                for target in [v] + slots[id(v)]:
+                    guarded.append(_tf_variable(target))
+                    gates.append(on)
+    olds = [tf.identity(v.read_value()) for v in guarded]
+    with tf.control_dependencies(olds):
+        optimizer.apply(grads, variables)
+    _restore_where_off(guarded, olds, gates)
+
+
+def _restore_where_off(variables, olds, gates):
+    def restore(strategy, olds, gates):
+        for var, old, on in zip(variables, olds, gates):
+            strategy.extended.update(var, _keep_if, args=(old, on), group=False)
+
+    _merge(restore, olds, gates)
+
+
+def _keep_if(var, old, on):
+    return var.assign(tf.where(on, var.read_value(), old))

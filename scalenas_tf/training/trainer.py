@@ -1,0 +1,219 @@
+"""`SupernetTrainer`: a keras.Model whose `train_step` trains sampled subnets with distillation.
+
+One compiled step serves every subnet: the sampler draws arch vectors in graph from
+`optimizer.iterations`, the supernet branches with `tf.cond`, and sparse updates leave the choices
+the step did not run untouched. Works with `compile`/`fit`/`evaluate`, Keras callbacks, mixed
+precision and `tf.distribute` (every replica trains the same subnet unless `per_replica_subnets`).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from scalenas_tf.tasks import IGNORE_LABEL
+from scalenas_tf.models.supernet import ScaleNASSupernet
+from scalenas_tf.training import losses
+from scalenas_tf.training import sparse_update
+from scalenas_tf.training.sampler import ArchSampler
+from scalenas_tf.training.sampler import FixedSampler
+
+INPLACE = "inplace"
+
+
+@keras.saving.register_keras_serializable(package="scalenas")
+class SupernetTrainer(keras.Model):
+    """Trains a `ScaleNASSupernet`: each step, `loss = task_loss + distill_weight * MSE(student, teacher)`.
+
+    Args:
+        supernet: `ScaleNASSupernet` (the weights being trained).
+        sampler: `ArchSampler`; its `num_subnets` subnets per step have their losses summed
+            (one update). Default: the largest arch every step.
+        teacher: `None` (no distillation), a frozen `keras.Model` with the supernet's output shape
+            (ScaleNAS: the full configuration, e.g. `extract_subnet(supernet, space.largest())`),
+            or `"inplace"`: the largest subnet runs in the same step with the task loss and its
+            detached output is the teacher of the sampled subnets (OFA/AttentiveNAS).
+        distill_weight: float. alpha (ScaleNAS paper 1.0, released code 0.5).
+        task_loss: callable `(targets, outputs) -> scalar`, default the task's loss from `losses`.
+        sparse_updates: bool. True (default): weights and optimizer slots of choices a step did not
+            run stay bit-identical (no momentum, no decay). False: the dense update of the PyTorch
+            1.x reference code, whose zeroed gradients still drive momentum and decay.
+        per_replica_subnets: bool. Under a strategy with several replicas, each replica draws its
+            own subnet (TuNAS-style); a choice is updated if any replica ran it.
+        eval_arch: the arch `evaluate` and `predict` run (`None`: the largest).
+
+    Example:
+    >>> trainer = SupernetTrainer(supernet, sampler=GroupedSampler(space), teacher="inplace")
+    >>> trainer.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    >>> trainer.fit(dataset, epochs=1, steps_per_epoch=100)
+    """
+
+    def __init__(
+        self,
+        supernet,
+        sampler=None,
+        teacher=None,
+        distill_weight=0.5,
+        task_loss=None,
+        sparse_updates=True,
+        per_replica_subnets=False,
+        eval_arch=None,
+        **kwargs,
+    ):
+        kwargs.setdefault("name", "supernet_trainer")
+        super().__init__(**kwargs)
+        if not isinstance(supernet, ScaleNASSupernet):
+            raise TypeError(f"`supernet` must be a ScaleNASSupernet. Received: {type(supernet).__name__}")
+        if sampler is not None and not isinstance(sampler, ArchSampler):
+            raise TypeError(f"`sampler` must be an ArchSampler. Received: {type(sampler).__name__}")
+        if isinstance(teacher, str) and teacher != INPLACE:
+            raise ValueError(f"`teacher` must be None, a keras.Model or {INPLACE!r}. Received: teacher={teacher!r}")
+        if not isinstance(teacher, (type(None), str, keras.Model)):
+            raise TypeError(f"`teacher` must be None, a keras.Model or {INPLACE!r}. Received: {type(teacher).__name__}")
+        if float(distill_weight) < 0:
+            raise ValueError(f"`distill_weight` must be >= 0. Received: distill_weight={distill_weight}")
+        space = supernet.space
+        self.supernet = supernet
+        self.sampler = sampler if sampler is not None else FixedSampler(space, space.largest())
+        self.inplace = teacher == INPLACE
+        self.teacher = None if teacher is None or self.inplace else teacher
+        if self.teacher is not None:
+            self.teacher.trainable = False
+        self.distill_weight = float(distill_weight)
+        self.task_loss = task_loss if task_loss is not None else losses.task_loss(supernet.task)
+        self.sparse_updates = bool(sparse_updates)
+        self.per_replica_subnets = bool(per_replica_subnets)
+        self.eval_arch = eval_arch if eval_arch is not None else space.largest()
+        self._largest = tf.constant(space.to_vector(space.largest()))
+        self._eval_vector = tf.constant(space.to_vector(self.eval_arch))
+
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
+        self.distill_loss_tracker = keras.metrics.Mean(name="distill_loss")
+        self.task_metrics = _task_metrics(supernet.task, supernet.num_classes)
+
+    # === Keras plumbing ===
+
+    def build(self, input_shape=None):
+        # Build every layer once with the largest arch: under a strategy, unbuilt layers make Keras
+        # rebuild them on every call (DESIGN.md).
+        self.supernet.build(input_shape)
+        if self.teacher is not None and not self.teacher.built:
+            self.teacher.build(input_shape)
+        self.built = True
+
+    def compile(self, optimizer="sgd", **kwargs):
+        """Like `keras.Model.compile`; also builds the optimizer so the step traces once."""
+        if "loss" in kwargs:
+            raise ValueError("SupernetTrainer computes its own loss; pass `task_loss` to the constructor instead.")
+        super().compile(optimizer=optimizer, **kwargs)
+        if not self.built:
+            self.build((None, None, None, 3))
+        self.optimizer.build(self.trainable_variables)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.task_loss_tracker, self.distill_loss_tracker] + self.task_metrics
+
+    def call(self, images, training=None):
+        return self.supernet(images, arch=self._eval_vector, training=training)
+
+    # === The step ===
+
+    def sample(self):
+        """The step's arch vectors `(num_subnets, vector_size)`, identical on every replica by default."""
+        step = self.optimizer.iterations
+        if self.per_replica_subnets:
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            step = tf.cast(step, tf.int64) * 1_000_003 + tf.cast(replica, tf.int64)
+        vectors, _ = self.sampler(step)
+        return vectors
+
+    def train_step(self, data):
+        images, targets = _unpack(data)
+        vectors = self.sample()
+        teacher_out = None
+        if self.teacher is not None:
+            teacher_out = tf.stop_gradient(self.teacher(images, training=False))
+        with tf.GradientTape() as tape:
+            total, task_sum, distill_sum = 0.0, 0.0, 0.0
+            if self.inplace:
+                out = self.supernet(images, arch=self._largest, training=True)
+                task = self.task_loss(targets, out)
+                total, task_sum = total + task, task_sum + task
+                teacher_out = tf.stop_gradient(out)
+            for i in range(self.sampler.num_subnets):
+                out = self.supernet(images, arch=vectors[i], training=True)
+                task = self.task_loss(targets, out)
+                total, task_sum = total + task, task_sum + task
+                if teacher_out is not None and self.distill_weight > 0:
+                    distill = losses.distillation_loss(out, teacher_out)
+                    total, distill_sum = total + self.distill_weight * distill, distill_sum + distill
+            # Each replica's loss is its local mean; dividing once by the replica count makes the
+            # summed (all-reduced) gradient that of the global-batch mean.
+            scaled = total / tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(scaled)
+        variables = self.supernet.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        sparse_update.apply_gradients(
+            self.optimizer, grads, variables, self._gated_layers(vectors), sparse=self.sparse_updates
+        )
+        self.loss_tracker.update_state(total)
+        self.task_loss_tracker.update_state(task_sum)
+        self.distill_loss_tracker.update_state(distill_sum)
+        return {m.name: m.result() for m in self.metrics[:3]}
+
+    def _gated_layers(self, vectors):
+        """`(layer, on)` where `on` is true if any subnet of this step (on any replica) ran `layer`."""
+        per_subnet = [self.supernet.gated_layers(vectors[i]) for i in range(self.sampler.num_subnets)]
+        if self.inplace:
+            return []  # the largest subnet runs every choice
+        layers = [layer for layer, _ in per_subnet[0]]
+        ons = tf.stack([tf.stack([on for _, on in gated]) for gated in per_subnet])
+        ons = tf.reduce_any(ons, axis=0)
+        if self.per_replica_subnets:
+            context = tf.distribute.get_replica_context()
+            if context is not None and context.num_replicas_in_sync > 1:
+                ons = context.all_reduce("max", tf.cast(ons, tf.int32)) > 0
+        return [(layer, ons[i]) for i, layer in enumerate(layers)]
+
+    def test_step(self, data):
+        images, targets = _unpack(data)
+        out = self.supernet(images, arch=self._eval_vector, training=False)
+        task = self.task_loss(targets, out)
+        self.task_loss_tracker.update_state(task)
+        self.loss_tracker.update_state(task)
+        _update_task_metrics(self.supernet.task, self.task_metrics, targets, out)
+        return {m.name: m.result() for m in [self.loss_tracker, self.task_loss_tracker] + self.task_metrics}
+
+    def predict_step(self, data):
+        images, _ = _unpack(data)
+        return self.supernet(images, arch=self._eval_vector, training=False)
+
+
+def _unpack(data):
+    if isinstance(data, (tuple, list)):
+        return data[0], (data[1] if len(data) > 1 else None)
+    return data, None
+
+
+def _task_metrics(task, num_classes):
+    if task == "seg":
+        return [
+            keras.metrics.MeanIoU(num_classes, name="miou", ignore_class=IGNORE_LABEL, sparse_y_pred=False),
+            keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy"),
+        ]
+    if task == "cls":
+        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    return []
+
+
+def _update_task_metrics(task, metrics, targets, out):
+    out = tf.cast(out, tf.float32)
+    if task == "seg":
+        logits = losses.resize_to_labels(out, targets)
+        valid = tf.cast(tf.not_equal(targets, IGNORE_LABEL), tf.float32)
+        metrics[0].update_state(targets, logits)
+        metrics[1].update_state(tf.where(valid > 0, targets, 0), logits, sample_weight=valid)
+    elif task == "cls":
+        metrics[0].update_state(targets, out)
