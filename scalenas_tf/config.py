@@ -71,3 +71,57 @@ def width_from_variant(arg: str | None, default: int) -> int:
     if not text.startswith("w") or not text[1:].isdigit() or int(text[1:]) < 1:
         raise ValueError(f"Config variant must be a width such as 'w32' or 'w8'. Received: {arg!r}")
     return int(text[1:])
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def build_optimizer(train: Any):
+    """`config.train` -> a Keras optimizer with linear warmup then cosine decay over `train.steps`."""
+    import keras
+
+    name = train.optimizer
+    if name not in OPTIMIZERS:
+        raise ValueError(f"config.train.optimizer must be one of {OPTIMIZERS}. Received: {name!r}")
+    steps, warmup = int(train.steps), int(train.get("warmup_steps", 0))
+    if steps < 1:
+        raise ValueError(f"config.train.steps must be >= 1. Received: {steps}")
+    if not 0 <= warmup < steps:
+        raise ValueError(f"config.train.warmup_steps must be in [0, steps). Received: {warmup}")
+    lr = float(train.learning_rate)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        lr if warmup == 0 else 0.0, decay_steps=steps - warmup, warmup_target=lr if warmup else None, warmup_steps=warmup
+    )
+    decay = float(train.get("weight_decay", 0.0)) or None
+    if name == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=float(train.momentum), nesterov=bool(train.nesterov), weight_decay=decay)
+    if name == "adam":
+        return keras.optimizers.Adam(schedule, weight_decay=decay)
+    if name == "adamw":
+        return keras.optimizers.AdamW(schedule, weight_decay=decay or 0.004)
+    return keras.optimizers.RMSprop(schedule, momentum=float(train.momentum), weight_decay=decay)
+
+
+def build_sampler(config: Any, space: ScaleNASSpace):
+    """`config.train.sampler` (+ `sampler_kwargs`) -> an `ArchSampler` seeded with `config.seed`."""
+    from scalenas_tf.training import sampler as sampler_lib
+
+    name = config.train.sampler
+    kwargs = dict(config.train.get("sampler_kwargs", {}) or {})
+    if name == "largest":
+        return sampler_lib.FixedSampler(space, space.largest(), seed=config.seed)
+    if name not in sampler_lib.SAMPLERS:
+        raise ValueError(
+            f"config.train.sampler must be one of {sorted(sampler_lib.SAMPLERS) + ['largest']}. Received: {name!r}"
+        )
+    try:
+        return sampler_lib.make_sampler(name, space, seed=config.seed, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"config.train.sampler_kwargs {kwargs} do not fit sampler {name!r}: {e}") from None
+
+
+def check_precision(value: str) -> str:
+    if value not in PRECISIONS:
+        raise ValueError(f"config.train.precision must be one of {PRECISIONS}. Received: {value!r}")
+    return value

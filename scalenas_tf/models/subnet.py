@@ -43,3 +43,27 @@ def extract_subnet(supernet: ScaleNASSupernet, arch: ScaleNASArch, input_size=(2
         xs = hr_module.extract(xs, module_arch)
     outputs = supernet.head.extract(xs)
     return keras.Model(images, outputs, name=name or f"subnet_{arch.hash()}")
+
+
+def load_subnet_weights(supernet: ScaleNASSupernet, static: keras.Model) -> int:
+    """Copies the weights of an extracted model (e.g. a trained teacher) back into `supernet`.
+
+    Extraction keeps every leaf layer's name, so layers are matched by name; a layer of `static`
+    that the supernet lacks, or of another shape, is an error. Returns the number of layers copied.
+    """
+    if not supernet.built:
+        supernet.build((None, None, None, 3))
+    leaves = {l.name: l for l in supernet._flatten_layers(include_self=False, recursive=True) if l.weights}
+    copied = 0
+    for layer in static.layers:
+        if not layer.weights:
+            continue
+        target = leaves.get(layer.name)
+        if target is None:
+            raise ValueError(f"Layer {layer.name!r} of {static.name!r} has no counterpart in the supernet")
+        shapes = [tuple(w.shape) for w in target.weights], [tuple(w.shape) for w in layer.weights]
+        if shapes[0] != shapes[1]:
+            raise ValueError(f"Layer {layer.name!r}: supernet weights {shapes[0]} != static weights {shapes[1]}")
+        target.set_weights(layer.get_weights())
+        copied += 1
+    return copied

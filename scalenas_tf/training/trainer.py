@@ -97,7 +97,8 @@ class SupernetTrainer(keras.Model):
     def build(self, input_shape=None):
         # Build every layer once with the largest arch: under a strategy, unbuilt layers make Keras
         # rebuild them on every call (DESIGN.md).
-        self.supernet.build(input_shape)
+        if not self.supernet.built:
+            self.supernet.build(input_shape)
         if self.teacher is not None and not self.teacher.built:
             self.teacher.build(input_shape)
         self.built = True

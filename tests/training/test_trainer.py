@@ -1,0 +1,606 @@
+"""SupernetTrainer: sparse updates, one compiled step, distillation, MirroredStrategy, BN recalibration.
+
+Cost: every trainer traces its train step once (a few seconds for the tiny space below), so the
+setups are module-scoped fixtures shared by several tests.
+
+The space is the smallest one that still has everything the trainer gates: one module of two
+branches with depth choices (1, 2), so block step 1 of each branch is gated, and four fusion edges
+(two per step). Images are 16x16 (branches at 4x4 and 2x2).
+"""
+
+import inspect
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from scalenas_tf.data.pipeline import make_dataset
+from scalenas_tf.models.subnet import extract_subnet
+from scalenas_tf.models.supernet import ScaleNASSupernet
+from scalenas_tf.search_space import ModuleArch
+from scalenas_tf.search_space import ScaleNASArch
+from scalenas_tf.search_space import ScaleNASSpace
+from scalenas_tf.training import losses
+from scalenas_tf.training.bn_calibration import BatchNormCalibrator
+from scalenas_tf.training.sampler import ArchSampler
+from scalenas_tf.training.sampler import FixedSampler
+from scalenas_tf.training.sampler import GroupedSampler
+from scalenas_tf.training.sampler import UniformSampler
+from scalenas_tf.training.sparse_update import slot_map
+from scalenas_tf.training.trainer import SupernetTrainer
+
+SPACE = ScaleNASSpace(
+    width=4, depth_choices=(1, 2), num_modules=(1,), num_branches=(2,), stem_channels=8, layer1_blocks=1
+)
+NUM_CLASSES = 5
+SIZE = (16, 16)
+# Branch 0 runs both blocks and reads branch 1 at step 0; branch 1 runs one block and reads nothing.
+# Gated layers: block (0, 1) and edge (target 0, step 0, source 1) run; block (1, 1) and the edges
+# (0, 1, 1), (1, 0, 0) and (1, 1, 0) do not.
+MIXED = ScaleNASArch((ModuleArch(depths=(2, 1), fusion=(((1, 1), (1, 0)), ((0, 1), (0, 0)))),))
+SWITCH_STEP = 3  # steps with the largest arch (every layer and slot gets non-trivial values) ...
+MIXED_STEPS = 5  # ... then steps with MIXED, whose unused layers must stay put
+
+
+# === Shared helpers ===
+
+_DATA = {}
+
+
+def seg_data(split, n):
+    """The first `n` examples of a split as numpy `(images, masks)` (cached)."""
+    if (split, n) not in _DATA:
+        ds = make_dataset("seg", split, n, input_size=SIZE, num_examples=n, shuffle=False, repeat=False)
+        images, masks = next(iter(ds))
+        _DATA[(split, n)] = (images.numpy(), masks.numpy())
+    return _DATA[(split, n)]
+
+
+def train_dataset(n=8, batch=2):
+    images, masks = seg_data("train", n)
+    return tf.data.Dataset.from_tensor_slices((images, masks)).batch(batch, drop_remainder=True).repeat()
+
+
+_INIT = {}
+
+
+def new_supernet(seed=0):
+    """A built supernet; the same `seed` gives the same weights (copied from one reference net)."""
+    net = ScaleNASSupernet(SPACE, task="seg", num_classes=NUM_CLASSES)
+    net.build((None, None, None, 3))
+    if seed not in _INIT:
+        keras.utils.set_random_seed(seed)
+        reference = ScaleNASSupernet(SPACE, task="seg", num_classes=NUM_CLASSES)
+        reference.build((None, None, None, 3))
+        _INIT[seed] = reference.get_weights()
+    net.set_weights(_INIT[seed])
+    return net
+
+
+def split_gated(net, arch):
+    """(gated layers `arch` runs, gated layers it does not run, ids of every gated variable)."""
+    on, off, gated_ids = [], [], set()
+    for layer, flag in net.gated_layers(arch):
+        (on if bool(flag.numpy()) else off).append(layer)
+        gated_ids.update(id(v) for v in layer.trainable_variables)
+    return on, off, gated_ids
+
+
+class SwitchSampler(ArchSampler):
+    """`first` for steps < `switch_step`, then `then` (one trace serves both)."""
+
+    def __init__(self, space, first, then, switch_step):
+        super().__init__(space)
+        self._first = tf.constant(space.to_vector(first))
+        self._then = tf.constant(space.to_vector(then))
+        self.switch_step = switch_step
+
+    def _draw(self, seed, step):
+        vector = tf.where(step < self.switch_step, self._first, self._then)
+        return vector, {"group": tf.constant(-1, tf.int32), "fusion_prob": tf.constant(-1.0)}
+
+
+def snapshot(trainer):
+    """`{id(var): (weights, [slot values])}` of the supernet's trainable variables."""
+    variables = trainer.supernet.trainable_variables
+    slots = slot_map(trainer.optimizer, variables)
+    return {id(v): (v.numpy().copy(), [s.numpy().copy() for s in slots[id(v)]]) for v in variables}
+
+
+# === Sparse updates ===
+
+OPTIMIZERS = {
+    "sgd": lambda: keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True, weight_decay=1e-2),
+    "adamw": lambda: keras.optimizers.AdamW(1e-2, weight_decay=1e-2),
+    "rmsprop": lambda: keras.optimizers.RMSprop(1e-2, momentum=0.5, weight_decay=1e-2),
+    # Wrapped: takes the snapshot-and-restore fallback of sparse_update.
+    "loss_scale_sgd": lambda: keras.optimizers.LossScaleOptimizer(
+        keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True, weight_decay=1e-2)
+    ),
+}
+# Slots each optimizer keeps per variable (so an empty slot list cannot make a check vacuous).
+NUM_SLOTS = {"sgd": 1, "adamw": 2, "rmsprop": 2, "loss_scale_sgd": 1}
+
+_RUNS = {}
+
+
+def switch_run(name, sparse):
+    """Trains SWITCH_STEP steps on the largest arch then MIXED_STEPS on MIXED (cached per setup).
+
+    Returns `(trainer, state at the switch, state at the end)`.
+    """
+    key = (name, sparse)
+    if key not in _RUNS:
+        net = new_supernet(0)
+        sampler = SwitchSampler(SPACE, SPACE.largest(), MIXED, SWITCH_STEP)
+        trainer = SupernetTrainer(net, sampler=sampler, sparse_updates=sparse)
+        trainer.compile(optimizer=OPTIMIZERS[name]())
+        ds = train_dataset()
+        trainer.fit(ds, epochs=1, steps_per_epoch=SWITCH_STEP, verbose=0)
+        at_switch = snapshot(trainer)
+        trainer.fit(ds, epochs=1, steps_per_epoch=MIXED_STEPS, verbose=0)
+        _RUNS[key] = (trainer, at_switch, snapshot(trainer))
+    return _RUNS[key]
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_sparse_update_leaves_unused_choices_bit_identical(name):
+    trainer, at_switch, end = switch_run(name, sparse=True)
+    net = trainer.supernet
+    assert int(trainer.optimizer.iterations.numpy()) == SWITCH_STEP + MIXED_STEPS
+    on, off, gated_ids = split_gated(net, MIXED)
+    assert len(on) == 2 and len(off) == 4
+    for layer in off:
+        for v in layer.trainable_variables:
+            w0, slots0 = at_switch[id(v)]
+            w1, slots1 = end[id(v)]
+            assert len(slots0) == NUM_SLOTS[name], v.path
+            np.testing.assert_array_equal(w1, w0, err_msg=v.path)
+            for s0, s1 in zip(slots0, slots1):
+                assert np.any(s0 != 0), f"{v.path}: slot never trained, the check would be vacuous"
+                np.testing.assert_array_equal(s1, s0, err_msg=f"slot of {v.path}")
+    # Everything MIXED runs keeps training: the gated layers that are on and every ungated layer.
+    used = [v for layer in on for v in layer.trainable_variables]
+    used += [v for v in net.trainable_variables if id(v) not in gated_ids]
+    for v in used:
+        w0, slots0 = at_switch[id(v)]
+        w1, slots1 = end[id(v)]
+        assert not np.array_equal(w1, w0), f"{v.path} did not change"
+        assert all(not np.array_equal(s1, s0) for s0, s1 in zip(slots0, slots1)), f"slots of {v.path}"
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_dense_update_moves_unused_choices(name):
+    """The PyTorch 1.x behaviour: zero gradients still drive momentum and weight decay."""
+    trainer, at_switch, end = switch_run(name, sparse=False)
+    _, off, _ = split_gated(trainer.supernet, MIXED)
+    for layer in off:
+        for v in layer.trainable_variables:
+            w0, slots0 = at_switch[id(v)]
+            w1, slots1 = end[id(v)]
+            assert not np.array_equal(w1, w0), f"{v.path} did not move"
+            assert all(not np.array_equal(s1, s0) for s0, s1 in zip(slots0, slots1)), f"slots of {v.path}"
+
+
+@pytest.mark.parametrize("name, reference", [("sgd", ("sgd", False)), ("loss_scale_sgd", ("sgd", True))])
+def test_sparse_update_matches_dense_on_used_variables(name, reference):
+    """Skipping unused choices changes nothing else: used weights follow the dense/plain trajectory.
+
+    The runs start from the same weights and see the same batches; the unused choices do not feed
+    the forward pass, so the variables MIXED runs must agree (the loss scale is a power of two, so
+    scaling and unscaling is exact).
+    """
+    trainer, _, end = switch_run(name, sparse=True)
+    ref_trainer, _, ref_end = switch_run(*reference)
+    net, ref_net = trainer.supernet, ref_trainer.supernet
+    on, _, gated_ids = split_gated(net, MIXED)
+    on_ids = {id(v) for layer in on for v in layer.trainable_variables}
+    max_diff = 0.0
+    checked = 0
+    for v, rv in zip(net.trainable_variables, ref_net.trainable_variables):
+        assert v.path == rv.path
+        if id(v) in on_ids or id(v) not in gated_ids:
+            np.testing.assert_allclose(end[id(v)][0], ref_end[id(rv)][0], rtol=1e-5, atol=1e-6, err_msg=v.path)
+            max_diff = max(max_diff, float(np.abs(end[id(v)][0] - ref_end[id(rv)][0]).max()))
+            checked += 1
+    assert checked > 10
+    print(f"sparse {name} vs {reference}: max |diff| on used variables = {max_diff:.3g}")
+
+
+# === One compiled train step over many archs ===
+
+
+@pytest.fixture(scope="module")
+def grouped():
+    """A supernet trained 24 steps with GroupedSampler (5 groups here), counting train-step traces."""
+    net = new_supernet(1)
+    sampler = GroupedSampler(SPACE, seed=0)
+    trainer = SupernetTrainer(net, sampler=sampler)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    traces = []
+    step = trainer.train_step
+
+    def counting_train_step(data):
+        traces.append(1)  # Python runs only while tracing; compiled calls do not come back here
+        return step(data)
+
+    trainer.train_step = counting_train_step
+    before = [v.numpy().copy() for v in net.trainable_variables]
+    ds = train_dataset(16, 4)
+    history = trainer.fit(ds, epochs=2, steps_per_epoch=12, verbose=0)
+    return trainer, traces, before, history
+
+
+def test_one_trace_serves_every_sampled_arch(grouped):
+    trainer, traces, before, history = grouped
+    assert sum(traces) == 1
+    assert int(trainer.optimizer.iterations.numpy()) == 24  # 24 steps: every group several times
+    function = trainer.train_function
+    # Keras 3.15 (TF backend): `train_function` is a Python wrapper around a tf.function.
+    inner = inspect.getclosurevars(function).nonlocals.get("multi_step_on_iterator")
+    if inner is not None and hasattr(inner, "experimental_get_tracing_count"):
+        assert inner.experimental_get_tracing_count() == 1
+    # Every gated layer ran at some step (the largest group), so all of them trained.
+    for v, w in zip(trainer.supernet.trainable_variables, before):
+        assert not np.array_equal(v.numpy(), w), v.path
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_more_fitting_does_not_retrace(grouped):
+    trainer, traces, _, _ = grouped
+    n = sum(traces)
+    trainer.fit(train_dataset(16, 4), epochs=1, steps_per_epoch=6, verbose=0)
+    assert sum(traces) == n
+
+
+# === Distillation ===
+
+
+@pytest.fixture(scope="module")
+def distilled():
+    teacher_net = new_supernet(seed=5)
+    teacher = extract_subnet(teacher_net, SPACE.largest(), SIZE)
+    teacher_out = teacher(seg_data("train", 8)[0], training=False).numpy()
+    net = new_supernet(0)
+    trainer = SupernetTrainer(net, sampler=GroupedSampler(SPACE, seed=0), teacher=teacher, distill_weight=0.5)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    teacher_weights = [w.copy() for w in teacher.get_weights()]
+    # All 8 images in every batch, 5 steps (one cycle of the 5 groups) per epoch: epochs differ
+    # only in the weights and the archs drawn within each group.
+    history = trainer.fit(train_dataset(8, 8), epochs=8, steps_per_epoch=5, verbose=0)
+    return trainer, teacher, teacher_weights, teacher_out, history.history
+
+
+def test_distillation_lowers_task_and_distill_loss(distilled):
+    _, _, _, _, logs = distilled
+    print("task_loss", np.round(logs["task_loss"], 4), "distill_loss", np.round(logs["distill_loss"], 4))
+    assert logs["distill_loss"][0] > 0
+    assert logs["task_loss"][-1] < 0.8 * logs["task_loss"][0]
+    assert logs["distill_loss"][-1] < 0.8 * logs["distill_loss"][0]
+    np.testing.assert_allclose(np.array(logs["loss"]), np.array(logs["task_loss"]) + 0.5 * np.array(logs["distill_loss"]), rtol=1e-5)
+
+
+def test_teacher_is_frozen(distilled):
+    trainer, teacher, teacher_weights, teacher_out, _ = distilled
+    assert not teacher.trainable
+    for w0, w1 in zip(teacher_weights, teacher.get_weights()):
+        np.testing.assert_array_equal(w0, w1)
+    np.testing.assert_array_equal(teacher(seg_data("train", 8)[0], training=False).numpy(), teacher_out)
+    assert not any(id(v) in {id(t) for t in teacher.weights} for v in trainer.supernet.trainable_variables)
+
+
+def test_no_teacher_no_distill_loss(grouped):
+    _, _, _, history = grouped
+    assert history.history["distill_loss"] == [0.0, 0.0]
+    np.testing.assert_allclose(history.history["loss"], history.history["task_loss"])
+
+
+# === tf.distribute: loss scaling and one subnet for all replicas ===
+
+STRATEGY_LR = 0.1
+
+
+def mirrored():
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+def one_step(strategy, images, masks):
+    """Trainable weights after one SGD step on the global batch `(images, masks)` under `strategy`."""
+    with strategy.scope():
+        net = new_supernet(2)
+        trainer = SupernetTrainer(net, sampler=FixedSampler(SPACE, MIXED))
+        trainer.compile(optimizer=keras.optimizers.SGD(STRATEGY_LR))
+    ds = tf.data.Dataset.from_tensor_slices((images, masks)).batch(len(images))
+    trainer.fit(ds, epochs=1, verbose=0)
+    assert int(trainer.optimizer.iterations.numpy()) == 1
+    return [v.numpy() for v in net.trainable_variables]
+
+
+def reference_step(halves):
+    """One SGD step with the mean of the per-half gradients (each half's BN sees only itself)."""
+    net = new_supernet(2)
+    variables = net.trainable_variables
+    grads = []
+    for images, masks in halves:
+        with tf.GradientTape() as tape:
+            loss = losses.segmentation_loss(masks, net(images, arch=MIXED, training=True))
+        grads.append(tape.gradient(loss, variables))
+    out = []
+    for v, g0, g1 in zip(variables, *grads):
+        g = 0.0 if g0 is None else (g0 + g1) / 2
+        out.append(v.numpy() - STRATEGY_LR * np.asarray(g))
+    return out
+
+
+def max_abs_diff(a, b):
+    return max(float(np.abs(x - y).max()) for x, y in zip(a, b))
+
+
+@pytest.fixture(scope="module")
+def strategy_steps():
+    images, masks = seg_data("train", 4)
+    same_images, same_masks = np.repeat(images[:1], 4, axis=0), np.repeat(masks[:1], 4, axis=0)
+    init = [v.numpy() for v in new_supernet(2).trainable_variables]
+    return {
+        "init": init,
+        "one_replica_same": one_step(tf.distribute.get_strategy(), same_images, same_masks),
+        "two_replicas_same": one_step(mirrored(), same_images, same_masks),
+        "two_replicas": one_step(mirrored(), images, masks),
+        "reference_halves": reference_step([(images[:2], masks[:2]), (images[2:], masks[2:])]),
+    }
+
+
+def test_two_replicas_equal_one_replica_on_identical_examples(strategy_steps):
+    """With 4 copies of one example, per-replica BN statistics equal global ones: updates must match.
+
+    A missing (or doubled) division by the replica count makes the update 2x (or 0.5x) too large.
+    """
+    one, two, init = strategy_steps["one_replica_same"], strategy_steps["two_replicas_same"], strategy_steps["init"]
+    diff = max_abs_diff(one, two)
+    step = max_abs_diff(one, init)
+    print(f"1 vs 2 replicas, identical examples: max |diff| = {diff:.3g} (update size {step:.3g})")
+    assert step > 1e-3
+    assert diff < 1e-5
+
+
+def test_two_replicas_average_per_replica_gradients(strategy_steps):
+    """Distinct examples: the update is the mean of the two replicas' gradients (2 examples each).
+
+    Keras BN is not synchronized, so each replica normalizes with its own batch statistics and the
+    result differs from one replica on all 4 examples; the exact reference averages the gradients of
+    the two halves computed separately.
+    """
+    two, ref, init = strategy_steps["two_replicas"], strategy_steps["reference_halves"], strategy_steps["init"]
+    diff = max_abs_diff(two, ref)
+    print(f"2 replicas vs per-half reference: max |diff| = {diff:.3g} (update size {max_abs_diff(ref, init):.3g})")
+    assert max_abs_diff(ref, init) > 1e-3
+    assert diff < 1e-5
+
+
+def per_replica_vectors(per_replica_subnets, steps):
+    strategy = mirrored()
+    with strategy.scope():
+        trainer = SupernetTrainer(
+            new_supernet(3), sampler=UniformSampler(SPACE, seed=1), per_replica_subnets=per_replica_subnets
+        )
+        trainer.compile(optimizer=keras.optimizers.SGD(0.1))
+    sample = tf.function(lambda: strategy.run(trainer.sample))
+    out = []
+    for step in steps:
+        trainer.optimizer.iterations.assign(step)
+        vectors = [v.numpy() for v in strategy.experimental_local_results(sample())]
+        assert len(vectors) == 2
+        out.append(vectors)
+    return out
+
+
+def test_every_replica_samples_the_same_subnet():
+    steps = range(6)
+    for step, (a, b) in zip(steps, per_replica_vectors(False, steps)):
+        np.testing.assert_array_equal(a, b, err_msg=f"step {step}")
+    # The step matters: the draws are not one constant arch.
+    draws = per_replica_vectors(False, steps)
+    assert len({a.tobytes() for a, _ in draws}) > 1
+
+
+def test_per_replica_subnets_differ():
+    draws = per_replica_vectors(True, range(6))
+    assert any(not np.array_equal(a, b) for a, b in draws)
+    for a, b in draws:
+        SPACE.from_vector(a[0]), SPACE.from_vector(b[0])  # both canonical
+
+
+def test_per_replica_subnets_update_what_any_replica_ran():
+    """per_replica_subnets: a choice only replica 1 ran is updated; one no replica ran is untouched.
+
+    The fast sparse path reads the gate of replica 0 in cross-replica context, so this holds only
+    if the gates are all-reduced (max) across replicas first.
+    """
+    strategy = mirrored()
+    with strategy.scope():
+        net = new_supernet(4)
+        trainer = SupernetTrainer(net, sampler=UniformSampler(SPACE, seed=3), per_replica_subnets=True)
+        trainer.compile(optimizer=keras.optimizers.SGD(0.1))
+    sample = tf.function(lambda: strategy.run(trainer.sample))
+    layers = [layer for layer, _ in net.gated_layers(SPACE.largest())]
+
+    def runs(vector):
+        return [bool(on.numpy()) for _, on in net.gated_layers(vector[0])]
+
+    for step in range(100):
+        trainer.optimizer.iterations.assign(step)
+        r0, r1 = [runs(v.numpy()) for v in strategy.experimental_local_results(sample())]
+        only_1 = [l for l, a, b in zip(layers, r0, r1) if b and not a]
+        neither = [l for l, a, b in zip(layers, r0, r1) if not a and not b]
+        if only_1 and neither:
+            break
+    else:
+        pytest.fail("no step where replica 1 runs a choice replica 0 does not, and a choice runs nowhere")
+    before = {id(v): v.numpy().copy() for v in net.trainable_variables}
+    images, masks = seg_data("train", 4)
+    trainer.fit(tf.data.Dataset.from_tensor_slices((images, masks)).batch(4), epochs=1, verbose=0)
+    assert int(trainer.optimizer.iterations.numpy()) == step + 1
+    for layer in only_1:
+        for v in layer.trainable_variables:
+            assert not np.array_equal(v.numpy(), before[id(v)]), f"{v.path}: ran on replica 1 only, not updated"
+    for layer in neither:
+        for v in layer.trainable_variables:
+            np.testing.assert_array_equal(v.numpy(), before[id(v)], err_msg=v.path)
+
+
+# === BN recalibration ===
+
+
+def bn_state(net):
+    return [(n.moving_mean.numpy().copy(), n.moving_variance.numpy().copy()) for n in bn_layers(net)]
+
+
+def bn_layers(layer):
+    return [l for l in layer._flatten_layers(include_self=True, recursive=True) if isinstance(l, keras.layers.BatchNormalization)]
+
+
+@pytest.fixture
+def trained(grouped):
+    """The grouped-trained supernet; its BN statistics are restored after each test."""
+    net = grouped[0].supernet
+    saved = net.get_weights()
+    yield net
+    net.set_weights(saved)
+
+
+@pytest.fixture(scope="module")
+def calibrator(grouped):
+    return BatchNormCalibrator(grouped[0].supernet)
+
+
+def batches(n, batch=4, split="train"):
+    images, masks = seg_data(split, n * batch)
+    return [(images[i * batch : (i + 1) * batch], masks[i * batch : (i + 1) * batch]) for i in range(n)]
+
+
+def test_calibration_touches_exactly_the_bns_the_arch_runs(trained, calibrator):
+    net = trained
+    _, off, _ = split_gated(net, MIXED)
+    not_run = {id(n) for layer in off for n in bn_layers(layer)}
+    assert not_run
+    norms = bn_layers(net)
+    before = bn_state(net)
+    assert calibrator(MIXED, batches(3), num_batches=3) == 3
+    after = bn_state(net)
+    for norm, (m0, v0), (m1, v1) in zip(norms, before, after):
+        if id(norm) in not_run:
+            np.testing.assert_array_equal(m1, m0, err_msg=norm.name)
+            np.testing.assert_array_equal(v1, v0, err_msg=norm.name)
+        else:
+            assert not np.array_equal(m1, m0) and not np.array_equal(v1, v0), norm.name
+    # The trainable weights are untouched.
+    for v, w in zip(net.trainable_variables, [v.numpy() for v in net.trainable_variables]):
+        np.testing.assert_array_equal(v.numpy(), w)
+
+
+def test_calibration_is_deterministic(trained, calibrator):
+    net = trained
+    _, off, _ = split_gated(net, MIXED)
+    not_run = {id(n) for layer in off for n in bn_layers(layer)}
+    data = batches(3)
+    calibrator(MIXED, data, num_batches=3)
+    first = bn_state(net)
+    calibrator(SPACE.largest(), data, num_batches=3)  # recalibrates every BN in between
+    largest = bn_state(net)
+    calibrator(MIXED, data, num_batches=3)
+    for norm, (m0, v0), (ml, vl), (m1, v1) in zip(bn_layers(net), first, largest, bn_state(net)):
+        if id(norm) in not_run:  # MIXED leaves what the largest arch's calibration put there
+            np.testing.assert_array_equal(m1, ml, err_msg=norm.name)
+            np.testing.assert_array_equal(v1, vl, err_msg=norm.name)
+        else:  # the same batches give the same statistics, whatever ran before
+            np.testing.assert_array_equal(m1, m0, err_msg=norm.name)
+            np.testing.assert_array_equal(v1, v0, err_msg=norm.name)
+
+
+def test_calibration_averages_per_batch_statistics(trained, calibrator):
+    net = trained
+    data = batches(3)
+    calibrator(SPACE.smallest(), data, num_batches=3)
+    bn = net.stem.bn1
+    # Its input: the stem's first conv of the images (it runs for every arch).
+    from scalenas_tf.layers import common
+
+    means, variances = [], []
+    for images, _ in data:
+        x = common.call_conv(net.stem.conv1, tf.constant(images)).numpy().reshape(-1, bn.moving_mean.shape[0])
+        means.append(x.mean(axis=0))
+        variances.append(x.var(axis=0, ddof=1))  # unbiased, as PyTorch's running variance
+    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean(means, axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean(variances, axis=0), rtol=1e-4, atol=1e-5)
+    # Not just the last batch's statistics.
+    assert np.abs(bn.moving_mean.numpy() - means[-1]).max() > 1e-4
+
+
+def test_calibration_with_a_repeated_batch_equals_that_batch(trained, calibrator):
+    data = batches(1)
+    calibrator(MIXED, data * 3, num_batches=3)
+    repeated = bn_state(trained)
+    calibrator(MIXED, data, num_batches=1)
+    for (m0, v0), (m1, v1) in zip(repeated, bn_state(trained)):
+        np.testing.assert_allclose(m0, m1, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(v0, v1, rtol=1e-6, atol=1e-7)
+
+
+def test_calibration_stops_at_num_batches_and_reports_what_it_used(trained, calibrator):
+    data = batches(3)
+    assert calibrator(MIXED, data, num_batches=2) == 2
+    two = bn_state(trained)
+    calibrator(MIXED, data[:2], num_batches=2)
+    for (m0, _), (m1, _) in zip(two, bn_state(trained)):
+        np.testing.assert_array_equal(m0, m1)
+    assert calibrator(MIXED, data, num_batches=10) == 3  # a short dataset: all of it
+    # Images alone (no targets) are accepted too.
+    assert calibrator(MIXED, tf.data.Dataset.from_tensor_slices(seg_data("train", 8)[0]).batch(4), 5) == 2
+
+
+def test_calibration_improves_the_arch_loss(trained, calibrator):
+    net = trained
+    val_images, val_masks = seg_data("validation", 32)
+
+    def val_loss(arch):
+        return float(losses.segmentation_loss(val_masks, net(val_images, arch=arch, training=False)))
+
+    arch = SPACE.smallest()
+    before = val_loss(arch)
+    calibrator(arch, batches(8), num_batches=8)
+    after = val_loss(arch)
+    print(f"smallest arch validation loss: shared BN statistics {before:.4f}, recalibrated {after:.4f}")
+    assert after < before
+
+
+def test_calibration_argument_errors(trained, calibrator):
+    with pytest.raises(ValueError, match="num_batches"):
+        calibrator(MIXED, batches(1), num_batches=0)
+    with pytest.raises(ValueError, match="no batches"):
+        calibrator(MIXED, [], num_batches=1)
+
+
+# === Constructor and compile validation ===
+
+
+def test_constructor_validation():
+    net = new_supernet(0)
+    with pytest.raises(ValueError, match="teacher.*'bogus'"):
+        SupernetTrainer(net, teacher="bogus")
+    with pytest.raises(TypeError, match="teacher.*int"):
+        SupernetTrainer(net, teacher=3)
+    with pytest.raises(TypeError, match="ScaleNASSupernet.*Sequential"):
+        SupernetTrainer(keras.Sequential([keras.layers.Dense(1)]))
+    with pytest.raises(TypeError, match="sampler.*str"):
+        SupernetTrainer(net, sampler="grouped")
+    with pytest.raises(ValueError, match="distill_weight.*-0.5"):
+        SupernetTrainer(net, distill_weight=-0.5)
+    trainer = SupernetTrainer(net, teacher="inplace", distill_weight=0.0)
+    assert trainer.inplace and trainer.teacher is None
+
+
+def test_compile_rejects_a_loss():
+    trainer = SupernetTrainer(new_supernet(0))
+    with pytest.raises(ValueError, match="task_loss"):
+        trainer.compile(optimizer="sgd", loss="mse")
