@@ -1,11 +1,18 @@
-r"""Benchmarks the supernet's compiled forward against the extracted static models of the same archs.
+r"""Benchmarks the supernet's compiled forward or train step against extracted static models.
 
   python bin/benchmark.py --config=configs/scalenas_seg.py:w16 --input_size=256x512 --batch=2
+  python bin/benchmark.py --what=train_step --config=configs/shapes_seg.py
 
-Reports: trace time and trace count of one `tf.function` over many archs, then per named arch
+--what=forward: trace time and count of one `tf.function` over many archs, then per named arch
 (smallest, hrnet, largest) the best-of-N forward time of the supernet inside that function, of the
-extracted static model (also in a `tf.function`), and the analytic MACs. The last line is JSON.
-Exit codes: 0 ok; 1 bad flags or bad input.
+extracted static model (also in a `tf.function`), and the analytic MACs.
+--what=train_step: the supernet's train function run for --sampled_steps steps with the config's
+sampler (`train_function_traces` must be 1), then for --num_archs random archs the median step
+time of the supernet's one compiled step running that arch (fed through a variable, no retrace)
+and of the extracted static model trained the same way (same task loss, same optimizer, Keras
+`train_on_batch` on both sides), their ratio, and the static model's first step (trace + graph
+optimization: what a retrace-per-arch trainer would pay for every new arch).
+The last line is JSON. Exit codes: 0 ok; 1 bad flags or bad input.
 """
 
 import json
@@ -21,6 +28,8 @@ _INPUT_SIZE = flags.DEFINE_string("input_size", "256x256", "HEIGHTxWIDTH of the 
 _BATCH = flags.DEFINE_integer("batch", 2, "Batch size.")
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed repeats per model (best is reported).")
 _NUM_ARCHS = flags.DEFINE_integer("num_archs", 20, "Random archs run through the one traced function.")
+_WHAT = flags.DEFINE_enum("what", "forward", ["forward", "train_step"], "What to benchmark.")
+_SAMPLED_STEPS = flags.DEFINE_integer("sampled_steps", 200, "train_step: steps with the config's sampler.")
 
 
 def _best_time(fn, repeats):
@@ -36,6 +45,12 @@ def _best_time(fn, repeats):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if _WHAT.value == "train_step":
+        return _train_step_benchmark()
+    return _forward_benchmark()
+
+
+def _forward_benchmark():
     import tensorflow as tf
 
     from scalenas_tf import config as config_lib
@@ -86,6 +101,94 @@ def main(argv):
         )
     print(json.dumps(result, sort_keys=True))
     return 0
+
+
+def _train_step_benchmark():
+    import numpy as np
+    import keras
+
+    from scalenas_tf import config as config_lib
+    from scalenas_tf.data import pipeline
+    from scalenas_tf.models.subnet import extract_subnet
+    from scalenas_tf.models.supernet import ScaleNASSupernet
+    from scalenas_tf.training import losses
+    from scalenas_tf.training.sampler import FeedSampler
+    from scalenas_tf.training.trainer import SupernetTrainer
+
+    config = _CONFIG.value
+    try:
+        config_lib.validate(config)
+        config_lib.build_optimizer(config.train)
+        size = config_lib.parse_input_size(config.model.input_size)
+    except ValueError as e:
+        print(f"benchmark.py: error: {e}", file=sys.stderr)
+        return 1
+    task = config.model.task
+    kwargs = config_lib.build_model_kwargs(config)
+    space = kwargs["space"]
+    keras.utils.set_random_seed(config.seed)
+    data = pipeline.make_dataset(task, "train", config.data.batch_size, size, source=config.data.source, seed=config.seed)
+    images, targets = next(iter(data))
+    task_loss = losses.task_loss(task)
+    result = {"config": {"batch": int(config.data.batch_size), "input_size": list(size), "optimizer": config.train.optimizer}}
+
+    # 1. The config's sampler through Keras fit: one trace for every sampled subnet.
+    net = ScaleNASSupernet(**kwargs)
+    trainer = SupernetTrainer(net, sampler=config_lib.build_sampler(config, space), teacher=None)
+    trainer.compile(optimizer=config_lib.build_optimizer(config.train))
+    start = time.perf_counter()
+    trainer.fit(data, epochs=1, steps_per_epoch=_SAMPLED_STEPS.value, verbose=2)
+    result["sampled_steps"] = _SAMPLED_STEPS.value
+    result["sampled_fit_s"] = round(time.perf_counter() - start, 1)
+    result["train_function_traces"] = trainer.train_step_traces
+    print(f"fit over {_SAMPLED_STEPS.value} sampled steps: {trainer.train_step_traces} trace(s), {result['sampled_fit_s']} s")
+
+    # 2. Per arch: the one compiled supernet step vs the static model of that arch.
+    feed = FeedSampler(space)
+    timed = SupernetTrainer(net, sampler=feed, teacher=None)
+    timed.compile(optimizer=config_lib.build_optimizer(config.train))
+    start = time.perf_counter()
+    timed.train_on_batch(images, targets)
+    result["supernet_first_step_s"] = round(time.perf_counter() - start, 1)
+    rng = np.random.default_rng(config.seed)
+    records = []
+    for i in range(_NUM_ARCHS.value):
+        arch = space.sample(rng, fusion_prob=float(rng.choice([0.2, 0.5, 0.8])))
+        feed.set(arch)
+        t_super = _median_time(lambda: timed.train_on_batch(images, targets), _REPEATS.value)
+        static = extract_subnet(net, arch, input_size=size)
+        static.compile(optimizer=config_lib.build_optimizer(config.train), loss=task_loss)
+        start = time.perf_counter()
+        static.train_on_batch(images, targets)
+        first = time.perf_counter() - start
+        t_static = _median_time(lambda: static.train_on_batch(images, targets), _REPEATS.value)
+        record = {
+            "arch_hash": arch.hash(),
+            "supernet_ms": round(1e3 * t_super, 1),
+            "static_ms": round(1e3 * t_static, 1),
+            "ratio": round(t_super / t_static, 3),
+            "static_first_step_s": round(first, 2),
+        }
+        records.append(record)
+        print(f"arch {i}: supernet {record['supernet_ms']} ms, static {record['static_ms']} ms, ratio {record['ratio']}, static first step {record['static_first_step_s']} s")
+    ratios = [r["ratio"] for r in records]
+    result["archs"] = records
+    result["ratio_median"] = round(float(np.median(ratios)), 3)
+    result["ratio_max"] = round(float(np.max(ratios)), 3)
+    result["train_function_traces_after_feeding"] = timed.train_step_traces
+    result["retrace_per_arch_step_s_median"] = round(float(np.median([r["static_first_step_s"] for r in records])), 2)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+def _median_time(fn, repeats):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
 
 
 if __name__ == "__main__":

@@ -204,6 +204,25 @@ class FixedSampler(ArchSampler):
         return self._vector, {"group": tf.constant(-1, tf.int32), "fusion_prob": tf.constant(-1.0)}
 
 
+class FeedSampler(ArchSampler):
+    """The arch held in a variable: `set(arch)` switches the subnet without a retrace.
+
+    For benchmarks and for driving the compiled step with archs chosen outside it.
+    """
+
+    def __init__(self, space, arch=None, seed=0):
+        super().__init__(space, seed)
+        self.vector = tf.Variable(space.to_vector(arch or space.largest()), trainable=False, dtype=tf.int32)
+
+    def set(self, arch):
+        vector = self.space.to_vector(arch) if hasattr(arch, "modules") else np.asarray(arch, np.int32)
+        self.space.from_vector(vector)  # validates
+        self.vector.assign(vector)
+
+    def _draw(self, seed, step):
+        return tf.identity(self.vector), {"group": tf.constant(-1, tf.int32), "fusion_prob": tf.constant(-1.0)}
+
+
 SAMPLERS = {
     "uniform": UniformSampler,
     "fusion": FusionSampler,

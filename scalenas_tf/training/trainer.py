@@ -87,6 +87,7 @@ class SupernetTrainer(keras.Model):
         self._largest = tf.constant(space.to_vector(space.largest()))
         self._eval_vector = tf.constant(space.to_vector(self.eval_arch))
 
+        self.train_step_traces = 0  # Python side effect: counts traces of train_step (or eager runs)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
         self.distill_loss_tracker = keras.metrics.Mean(name="distill_loss")
@@ -131,6 +132,7 @@ class SupernetTrainer(keras.Model):
         return vectors
 
     def train_step(self, data):
+        self.train_step_traces += 1
         images, targets = _unpack(data)
         vectors = self.sample()
         teacher_out = None
