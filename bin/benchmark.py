@@ -29,6 +29,9 @@ _BATCH = flags.DEFINE_integer("batch", 2, "Batch size.")
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed repeats per model (best is reported).")
 _NUM_ARCHS = flags.DEFINE_integer("num_archs", 20, "Random archs run through the one traced function.")
 _WHAT = flags.DEFINE_enum("what", "forward", ["forward", "train_step"], "What to benchmark.")
+_PRECISION = flags.DEFINE_enum(
+    "precision", None, ["float32", "mixed_bfloat16", "mixed_float16"], "train_step: dtype policy (default: config.train.precision)."
+)
 _SAMPLED_STEPS = flags.DEFINE_integer("sampled_steps", 200, "train_step: steps with the config's sampler.")
 
 
@@ -124,13 +127,15 @@ def _train_step_benchmark():
         print(f"benchmark.py: error: {e}", file=sys.stderr)
         return 1
     task = config.model.task
+    precision = _PRECISION.value or config.train.get("precision", "float32")
+    keras.config.set_dtype_policy(precision)
     kwargs = config_lib.build_model_kwargs(config)
     space = kwargs["space"]
     keras.utils.set_random_seed(config.seed)
     data = pipeline.make_dataset(task, "train", config.data.batch_size, size, source=config.data.source, seed=config.seed)
     images, targets = next(iter(data))
     task_loss = losses.task_loss(task)
-    result = {"config": {"batch": int(config.data.batch_size), "input_size": list(size), "optimizer": config.train.optimizer}}
+    result = {"config": {"batch": int(config.data.batch_size), "input_size": list(size), "optimizer": config.train.optimizer, "precision": precision}}
 
     # 1. The config's sampler through Keras fit: one trace for every sampled subnet.
     net = ScaleNASSupernet(**kwargs)

@@ -128,9 +128,10 @@ class ScaleNASSpace:
         num_modules: modules in stages 2, 3, 4 (paper: 1, 4, 3).
         num_branches: branches in stages 2, 3, 4 (paper: 2, 3, 4).
         multi_scale_output: bool. False for top-down pose, where only branch 0 of the last module
-            feeds the head (HRNet's `multi_scale_output=False`): the named points and the sampler
-            then fuse every branch into target 0 at its last step and leave the other targets'
-            last steps self-only.
+            feeds the head (HRNet's `multi_scale_output=False`): `largest`, `hrnet` and the
+            samplers then fuse every branch into target 0 at its last step and leave the other
+            targets' last steps self-only; `smallest` keeps no fusion at all (the published
+            "smallest", 13.62M for W32 pose).
         stem_channels: int. Channels of the two stride-2 stem convs and layer1's bottleneck width.
         layer1_blocks: int. Bottlenecks in layer1 (HRNet: 4, output `4 * stem_channels`).
 

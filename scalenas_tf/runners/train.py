@@ -39,6 +39,8 @@ def run(config: Any, workdir: str, strategy: str = "default", verbose="auto", lo
         raise ValueError("config.train.teacher='static' needs config.train.teacher_weights (an extracted model's .weights.h5)")
     if train.teacher_weights and not os.path.exists(train.teacher_weights):
         raise ValueError(f"config.train.teacher_weights not found: {train.teacher_weights}")
+    config_lib.build_optimizer(train)  # fail on a bad field before any heavy work
+    config_lib.build_sampler(config, config_lib.build_space(config))
     dist = distribute.get_strategy(strategy)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -88,7 +90,8 @@ def run(config: Any, workdir: str, strategy: str = "default", verbose="auto", lo
             )
         else:
             callbacks = [
-                keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")),
+                # Kept after the run, so that restarting a finished job does not train it again.
+                keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup"), delete_checkpoint=False),
                 keras.callbacks.ModelCheckpoint(
                     os.path.join(workdir, "checkpoints", "trainer.weights.h5"), save_weights_only=True
                 ),

@@ -6,7 +6,9 @@ of what it drew (`group`, `fusion_prob`). Stateless RNG makes it deterministic a
 every replica of a `tf.distribute` strategy, with no Python-side state to checkpoint.
 
 Every vector is canonical: self bits 1 below each branch's depth, no bits at or beyond it, and the
-single-output rule of pose spaces applied, so `space.from_vector` accepts it.
+single-output rule of pose spaces applied to every random draw, so `space.from_vector` accepts it.
+`SandwichSampler`'s ends are `space.largest()` and `space.smallest()` as defined there (for pose,
+the smallest has no fusion at all, as published).
 """
 
 from __future__ import annotations

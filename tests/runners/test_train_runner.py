@@ -1,0 +1,145 @@
+"""bin/train_supernet.py and runners/train.py: bad input, and resuming after a kill (slow, subprocesses)."""
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from configs import shapes_seg
+from scalenas_tf.runners import train as train_runner
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+# A cheap job: 2 depth choices, 32x32 images, batch 4.
+SMALL = [
+    "--config.search_space.width=4",
+    "--config.search_space.depth_choices=(1, 2)",
+    "--config.model.input_size=(32, 32)",
+    "--config.data.batch_size=4",
+    "--config.data.train_examples=64",
+    "--config.data.validation_examples=8",
+    "--config.train.warmup_steps=0",
+]
+
+
+def _command(workdir, steps, per_epoch, strategy="default"):
+    return [
+        sys.executable, str(REPO / "bin" / "train_supernet.py"), "--config=configs/shapes_seg.py",
+        f"--workdir={workdir}", f"--strategy={strategy}", f"--config.train.steps={steps}",
+        f"--config.train.steps_per_epoch={per_epoch}", *SMALL,
+    ]
+
+
+def _env(**extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO), **extra)
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("teacher", "big", "config.train.teacher"),
+        ("optimizer", "lamb", "config.train.optimizer"),
+        ("precision", "float8", "config.train.precision"),
+        ("sampler", "magic", "config.train.sampler"),
+    ],
+)
+def test_bad_train_fields_name_the_field(tmp_path, field, value, message):
+    config = shapes_seg.get_config()
+    config.train[field] = value
+    with pytest.raises(ValueError, match=message):
+        train_runner.run(config, str(tmp_path))
+
+
+def test_binary_reports_bad_input_in_one_line(tmp_path):
+    out = subprocess.run(
+        _command(tmp_path, 2, 1) + ["--config.train.optimizer=lamb"], cwd=REPO, env=_env(),
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 1
+    assert "config.train.optimizer" in out.stderr and "Traceback" not in out.stderr
+
+
+def _wait_for(path, proc, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path():
+            return True
+        if all(p.poll() is not None for p in proc):
+            return False
+        time.sleep(1)
+    return False
+
+
+@pytest.mark.slow
+def test_fit_resumes_after_kill(tmp_path):
+    """Killed after its first epoch's backup, the restarted job runs only the remaining epochs."""
+    cmd = _command(tmp_path, steps=6, per_epoch=2)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    meta = tmp_path / "backup" / "training_metadata.json"
+    assert _wait_for(lambda: meta.exists() and json.loads(meta.read_text())["epoch"] >= 1, [proc], 600)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    epoch_done = json.loads(meta.read_text())["epoch"]
+    assert epoch_done < 3
+
+    out = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert f"Epoch {epoch_done + 1}/3" in out.stdout
+    assert "Epoch 1/3" not in out.stdout
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 6  # optimizer iterations: restored, then only the rest trained
+    assert (tmp_path / "supernet.weights.h5").exists()
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_multi_worker_trains_and_resumes_after_both_workers_are_killed(tmp_path):
+    """Two MultiWorkerMirroredStrategy workers on 127.0.0.1 train with the custom loop; after both are
+    killed, restarting them resumes from the last checkpoint and finishes at the same total step."""
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    cmd = _command(tmp_path, steps=8, per_epoch=2, strategy="multi_worker")
+
+    def start():
+        return [
+            subprocess.Popen(
+                cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
+            )
+            for i in range(2)
+        ]
+
+    ckpt_dir = tmp_path / "loop_checkpoints"
+    workers = start()
+    found = _wait_for(lambda: any(ckpt_dir.glob("ckpt-*.index")), workers, 900)
+    for w in workers:
+        w.send_signal(signal.SIGKILL)
+        w.wait()
+    assert found, workers[0].stdout.read()[-3000:]
+    saved = max(int(p.name.split("-")[1].split(".")[0]) for p in ckpt_dir.glob("ckpt-*.index"))
+    assert saved < 8
+
+    workers = start()
+    outputs = [w.communicate(timeout=900)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "resumed from" in outputs[0], outputs[0][-3000:]
+    summary = json.loads(outputs[0].strip().splitlines()[-1])
+    assert summary["steps"] == 8 and 2 <= summary["resumed_from"] <= saved
+    assert (tmp_path / "supernet.weights.h5").exists()
