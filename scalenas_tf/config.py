@@ -73,6 +73,23 @@ def width_from_variant(arg: str | None, default: int) -> int:
     return int(text[1:])
 
 
+_TRAIN_FIELDS = (
+    "data.source", "data.batch_size", "train.steps", "train.steps_per_epoch", "train.optimizer",
+    "train.learning_rate", "train.sampler", "train.teacher", "train.distill_weight", "train.sparse_updates",
+)
+
+
+def validate_train(config: Any) -> None:
+    """Checks what a training job reads (`config.data`, `config.train`); errors name the field."""
+    validate(config)
+    for field in _TRAIN_FIELDS:
+        _get(config, field)
+    for field in ("data.batch_size", "train.steps", "train.steps_per_epoch"):
+        value = _get(config, field)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"config.{field} must be a positive int. Received: {value!r}")
+
+
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 

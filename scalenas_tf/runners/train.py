@@ -30,7 +30,7 @@ def run(config: Any, workdir: str, strategy: str = "default", verbose="auto", lo
     from scalenas_tf.training.loop import train_loop
     from scalenas_tf.training.trainer import SupernetTrainer
 
-    config_lib.validate(config)
+    config_lib.validate_train(config)
     train = config.train
     precision = config_lib.check_precision(train.get("precision", "float32"))
     if train.teacher not in ("inplace", "none", "static"):

@@ -21,7 +21,6 @@ from scalenas_tf.training.sampler import FixedSampler
 INPLACE = "inplace"
 
 
-@keras.saving.register_keras_serializable(package="scalenas")
 class SupernetTrainer(keras.Model):
     """Trains a `ScaleNASSupernet`: each step, `loss = task_loss + distill_weight * MSE(student, teacher)`.
 
@@ -41,6 +40,9 @@ class SupernetTrainer(keras.Model):
         per_replica_subnets: bool. Under a strategy with several replicas, each replica draws its
             own subnet (TuNAS-style); a choice is updated if any replica ran it.
         eval_arch: the arch `evaluate` and `predict` run (`None`: the largest).
+
+    Checkpoint it with weights (`save_weights`, `ModelCheckpoint(save_weights_only=True)`,
+    `BackupAndRestore`); what outlives training is the supernet's weights.
 
     Example:
     >>> trainer = SupernetTrainer(supernet, sampler=GroupedSampler(space), teacher="inplace")

@@ -143,3 +143,10 @@ def test_multi_worker_trains_and_resumes_after_both_workers_are_killed(tmp_path)
     summary = json.loads(outputs[0].strip().splitlines()[-1])
     assert summary["steps"] == 8 and 2 <= summary["resumed_from"] <= saved
     assert (tmp_path / "supernet.weights.h5").exists()
+
+
+def test_config_without_train_section_is_a_clear_error(tmp_path):
+    from configs import scalenas_seg
+
+    with pytest.raises(ValueError, match="config.data.source|`data.source`"):
+        train_runner.run(scalenas_seg.get_config("w8"), str(tmp_path))
