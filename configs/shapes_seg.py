@@ -32,11 +32,13 @@ def get_config(arg=None):
     config.train = dict(
         steps=600,
         steps_per_epoch=100,  # a checkpoint (BackupAndRestore) at every epoch end
-        optimizer="sgd",  # sgd | adam | adamw | rmsprop
-        learning_rate=0.05,
-        momentum=0.9,
+        # sgd | adam | adamw | rmsprop. Measured over 600 steps (val mIoU of the largest arch, shared
+        # BN; constant background 0.180): SGD 0.05 momentum 0.9 reached 0.200, Adam 3e-3 0.228.
+        optimizer="adam",
+        learning_rate=0.003,
+        momentum=0.9,  # sgd and rmsprop only
         nesterov=False,
-        weight_decay=1e-4,
+        weight_decay=0.0,
         warmup_steps=50,
         sampler="grouped",  # uniform | fusion | grouped | sandwich | largest
         sampler_kwargs=dict(sandwich=True),
