@@ -35,14 +35,19 @@ _PRECISION = flags.DEFINE_enum(
 _SAMPLED_STEPS = flags.DEFINE_integer("sampled_steps", 200, "train_step: steps with the config's sampler.")
 
 
-def _best_time(fn, repeats):
-    fn()  # warm-up
+def _times(fn, repeats):
+    """Seconds per call of `fn` over `repeats` calls, after one warm-up call."""
+    fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return times
+
+
+def _best_time(fn, repeats):
+    return min(_times(fn, repeats))
 
 
 def main(argv):
@@ -187,13 +192,8 @@ def _train_step_benchmark():
 
 
 def _median_time(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    times = sorted(_times(fn, repeats))
+    return times[len(times) // 2]
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ the smallest has no fusion at all, as published).
 
 from __future__ import annotations
 
+import abc
 from typing import Sequence
 
 import numpy as np
@@ -27,10 +28,11 @@ SMALLEST_FUSION_PROB = 0.1
 LARGEST_FUSION_PROB = 1.0
 
 
-class ArchSampler:
+class ArchSampler(abc.ABC):
     """Base class: `sampler(step)` -> `(vectors, info)`.
 
-    Subclasses implement `_draw(seed, step)` for one subnet; `num_subnets` subnets are drawn per step.
+    Subclasses implement `_sample(seed, step)` -> `(vectors (num_subnets, vector_size), info)`;
+    `SingleArchSampler` subclasses draw one subnet per step with `_draw(seed, step)`.
 
     Args:
         space: `ScaleNASSpace`.
@@ -51,12 +53,9 @@ class ArchSampler:
         seed = tf.stack([tf.constant(self.seed, tf.int64), step])
         return self._sample(seed, step)
 
+    @abc.abstractmethod
     def _sample(self, seed, step):
-        vector, info = self._draw(seed, step)
-        return vector[None], {k: tf.reshape(v, (1,)) for k, v in info.items()}
-
-    def _draw(self, seed, step):
-        raise NotImplementedError
+        """The step's arch vectors `(num_subnets, vector_size)` and info tensors `(num_subnets,)`."""
 
     def sample_numpy(self, steps: Sequence[int]):
         """Eager helper: the vectors `(len(steps), num_subnets, vector_size)` and info for `steps`."""
@@ -98,7 +97,19 @@ class ArchSampler:
         return tf.concat([depths, tf.reshape(tf.cast(bits, tf.int32), (-1,))], axis=0)
 
 
-class UniformSampler(ArchSampler):
+class SingleArchSampler(ArchSampler):
+    """A sampler of one subnet per step: subclasses implement `_draw(seed, step)`."""
+
+    def _sample(self, seed, step):
+        vector, info = self._draw(seed, step)
+        return vector[None], {k: tf.reshape(v, (1,)) for k, v in info.items()}
+
+    @abc.abstractmethod
+    def _draw(self, seed, step):
+        """One arch vector `(vector_size,)` and its info dict of scalar tensors."""
+
+
+class UniformSampler(SingleArchSampler):
     """Uniform over the space: every depth uniform over `depth_choices`, every cross bit a fair coin."""
 
     fusion_prob = 0.5
@@ -124,7 +135,7 @@ class FusionSampler(UniformSampler):
         self.fusion_prob = float(fusion_prob)
 
 
-class GroupedSampler(ArchSampler):
+class GroupedSampler(SingleArchSampler):
     """ScaleNAS grouped sampling: the group cycles with the step (`step mod num_groups`).
 
     Groups `g = d * len(fusion_probs) + f` pair depth group d (two consecutive depth choices, e.g.
@@ -181,6 +192,8 @@ class SandwichSampler(ArchSampler):
         if int(num_random) < 0:
             raise ValueError(f"`num_random` must be >= 0. Received: num_random={num_random}")
         self.num_random = int(num_random)
+        if base is not None and not isinstance(base, SingleArchSampler):
+            raise TypeError(f"`base` must draw one subnet per step (a SingleArchSampler). Received: {type(base).__name__}")
         self.base = base if base is not None else UniformSampler(space, seed)
         self.num_subnets = 2 + self.num_random
         self._ends = tf.constant(np.stack([space.to_vector(space.largest()), space.to_vector(space.smallest())]))
@@ -195,7 +208,7 @@ class SandwichSampler(ArchSampler):
         return tf.concat(vectors, 0), {"group": tf.concat(groups, 0), "fusion_prob": tf.concat(probs, 0)}
 
 
-class FixedSampler(ArchSampler):
+class FixedSampler(SingleArchSampler):
     """Always the same arch (e.g. to train a single subnet, or the teacher's full configuration)."""
 
     def __init__(self, space, arch, seed=0):
@@ -206,7 +219,7 @@ class FixedSampler(ArchSampler):
         return self._vector, {"group": tf.constant(-1, tf.int32), "fusion_prob": tf.constant(-1.0)}
 
 
-class FeedSampler(ArchSampler):
+class FeedSampler(SingleArchSampler):
     """The arch held in a variable: `set(arch)` switches the subnet without a retrace.
 
     For benchmarks and for driving the compiled step with archs chosen outside it.

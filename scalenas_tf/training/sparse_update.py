@@ -25,7 +25,8 @@ import tensorflow as tf
 
 
 def _tf_variable(v):
-    return v.value if hasattr(v, "value") and isinstance(getattr(v, "value"), tf.Variable) else v
+    """The `tf.Variable` under a Keras variable (what `strategy.extended.update` takes)."""
+    return v.value if isinstance(v, keras.Variable) else v
 
 
 def slot_map(optimizer, variables):

@@ -170,9 +170,9 @@ class SupernetTrainer(keras.Model):
 
     def _gated_layers(self, vectors):
         """`(layer, on)` where `on` is true if any subnet of this step (on any replica) ran `layer`."""
+        if self.inplace or not self.sparse_updates:
+            return []  # in-place: the largest subnet runs every choice; dense: no gates needed
         per_subnet = [self.supernet.gated_layers(vectors[i]) for i in range(self.sampler.num_subnets)]
-        if self.inplace:
-            return []  # the largest subnet runs every choice
         layers = [layer for layer, _ in per_subnet[0]]
         ons = tf.stack([tf.stack([on for _, on in gated]) for gated in per_subnet])
         ons = tf.reduce_any(ons, axis=0)

@@ -24,7 +24,7 @@ from scalenas_tf.search_space import ScaleNASArch
 from scalenas_tf.search_space import ScaleNASSpace
 from scalenas_tf.training import losses
 from scalenas_tf.training.bn_calibration import BatchNormCalibrator
-from scalenas_tf.training.sampler import ArchSampler
+from scalenas_tf.training.sampler import SingleArchSampler
 from scalenas_tf.training.sampler import FixedSampler
 from scalenas_tf.training.sampler import GroupedSampler
 from scalenas_tf.training.sampler import UniformSampler
@@ -88,7 +88,7 @@ def split_gated(net, arch):
     return on, off, gated_ids
 
 
-class SwitchSampler(ArchSampler):
+class SwitchSampler(SingleArchSampler):
     """`first` for steps < `switch_step`, then `then` (one trace serves both)."""
 
     def __init__(self, space, first, then, switch_step):
