@@ -10,7 +10,8 @@ from scalenas_tf.search_space import ScaleNASSpace
 _SPACE_FIELDS = ("width", "depth_choices", "num_modules", "num_branches", "multi_scale_output", "stem_channels", "layer1_blocks")
 
 
-def _get(config: Any, dotted: str):
+def get_field(config: Any, dotted: str):
+    """`config.a.b` by dotted name; a ValueError naming the field if it is missing."""
     node = config
     for part in dotted.split("."):
         try:
@@ -39,16 +40,16 @@ def parse_input_size(value) -> tuple[int, int]:
 
 def validate(config: Any) -> None:
     """Checks the fields this library reads; raises ValueError naming the field and the value."""
-    task = _get(config, "model.task")
-    num_classes = _get(config, "model.num_classes")
+    task = get_field(config, "model.task")
+    num_classes = get_field(config, "model.num_classes")
     tasks.validate_task(task, num_classes)
-    parse_input_size(_get(config, "model.input_size"))
+    parse_input_size(get_field(config, "model.input_size"))
     build_space(config)
 
 
 def build_space(config: Any) -> ScaleNASSpace:
     """`config.search_space` -> `ScaleNASSpace` (unknown fields are an error, not ignored)."""
-    fields = dict(_get(config, "search_space"))
+    fields = dict(get_field(config, "search_space"))
     unknown = sorted(set(fields) - set(_SPACE_FIELDS))
     if unknown:
         raise ValueError(f"Unknown field(s) in config.search_space: {unknown}. Known: {list(_SPACE_FIELDS)}")
@@ -83,9 +84,9 @@ def validate_train(config: Any) -> None:
     """Checks what a training job reads (`config.data`, `config.train`); errors name the field."""
     validate(config)
     for field in _TRAIN_FIELDS:
-        _get(config, field)
+        get_field(config, field)
     for field in ("data.batch_size", "train.steps", "train.steps_per_epoch"):
-        value = _get(config, field)
+        value = get_field(config, field)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"config.{field} must be a positive int. Received: {value!r}")
 
@@ -142,3 +143,48 @@ def check_precision(value: str) -> str:
     if value not in PRECISIONS:
         raise ValueError(f"config.train.precision must be one of {PRECISIONS}. Received: {value!r}")
     return value
+
+
+# === Search and export ===
+
+COST_MEASURES = {"macs": ("gmacs", 1e9), "params": ("mparams", 1e6)}
+_SETTINGS_FIELDS = (
+    "population", "top_k", "children", "crossover_prob", "mutation_prob", "budget", "fusion_probs", "seed",
+    "max_cost", "min_metric",
+)
+_SEARCH_FIELDS = _SETTINGS_FIELDS + (
+    "methods", "cost_measure", "calibration_batches", "calibration_batch_size", "validation_examples", "batch_size",
+    "recalibrate",
+)
+SEARCH_METHODS = ("evolution", "random")
+
+
+def search_section(config: Any) -> Any:
+    """`config.search`, checked: unknown fields, methods and the cost measure (errors name the field)."""
+    search = get_field(config, "search")
+    unknown = sorted(set(search) - set(_SEARCH_FIELDS))
+    if unknown:
+        raise ValueError(f"Unknown field(s) in config.search: {unknown}. Known: {list(_SEARCH_FIELDS)}")
+    methods = tuple(search.get("methods", SEARCH_METHODS))
+    if not methods or any(m not in SEARCH_METHODS for m in methods) or len(set(methods)) != len(methods):
+        raise ValueError(f"config.search.methods must be distinct names from {SEARCH_METHODS}. Received: {methods}")
+    if search.get("cost_measure", "macs") not in COST_MEASURES:
+        raise ValueError(
+            f"config.search.cost_measure must be one of {sorted(COST_MEASURES)}. Received: {search.get('cost_measure')!r}"
+        )
+    for field in ("calibration_batches", "calibration_batch_size", "validation_examples", "batch_size"):
+        value = search.get(field, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"config.search.{field} must be a positive int. Received: {value!r}")
+    return search
+
+
+def build_search_settings(config: Any):
+    """`config.search` -> `search.evolution.EvolutionSettings` (paper defaults for missing fields)."""
+    from scalenas_tf.search.evolution import EvolutionSettings
+
+    search = search_section(config)
+    kwargs = {k: search[k] for k in _SETTINGS_FIELDS if k in search and search[k] is not None}
+    if "fusion_probs" in kwargs:
+        kwargs["fusion_probs"] = tuple(kwargs["fusion_probs"])
+    return EvolutionSettings(**kwargs)

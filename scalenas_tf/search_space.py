@@ -290,6 +290,12 @@ class ScaleNASSpace:
         )
         return ModuleArch(tuple(int(d) for d in depths), fusion)
 
+    def apply_output_rule(self, arch: ScaleNASArch) -> ScaleNASArch:
+        """With `multi_scale_output=False`, the last module's last steps as HRNet's single output
+        builds them (every branch into target 0, the other targets self-only); else `arch` unchanged.
+        Samplers and search operators apply it to every arch they make."""
+        return self._with_pose_output(arch)
+
     def _with_pose_output(self, arch: ScaleNASArch) -> ScaleNASArch:
         """Single-output last module: all-ones into target 0 at its last step, self-only elsewhere."""
         if self.multi_scale_output:
@@ -343,6 +349,11 @@ class ScaleNASSpace:
         return points[name]()
 
     # === Sampling ===
+
+    def depth_groups(self) -> tuple[tuple[int, ...], ...]:
+        """ScaleNAS depth groups: pairs of consecutive depth choices ({2,3}, {3,4}, {4,5})."""
+        choices = self.depth_choices
+        return tuple(tuple(choices[i : i + 2]) for i in range(max(1, len(choices) - 1)))
 
     def sample(
         self,

@@ -55,6 +55,11 @@ def normalize(image01):
     return (tf.cast(image01, tf.float32) - tf.constant(MEAN)) / tf.constant(STD)
 
 
+def denormalize(images):
+    """The inverse of `normalize`: `images * STD + MEAN` (float32), e.g. to feed an exported model."""
+    return tf.cast(images, tf.float32) * tf.constant(STD) + tf.constant(MEAN)
+
+
 def num_classes(task, source="shapes"):
     """Output channels of the task's head for a source.
 
@@ -85,6 +90,7 @@ def make_dataset(
     repeat=None,
     drop_remainder=None,
     heatmap_sigma=2.0,
+    source_kwargs=None,
 ):
     """`(images, targets)` batches for one task.
 
@@ -104,6 +110,8 @@ def make_dataset(
         repeat: bool; None repeats the train split only (forever).
         drop_remainder: bool; None drops a last partial batch of the train split only.
         heatmap_sigma: float > 0, the pose Gaussians' standard deviation in heatmap pixels.
+        source_kwargs: dict of extra keyword arguments for the source (e.g. `{"min_size": 0.1}` for
+            `shapes`).
 
     Returns:
         A `tf.data.Dataset` of `(images, targets)`: images float32 `(B, H, W, 3)` normalized by
@@ -124,7 +132,12 @@ def make_dataset(
     shuffle = _flag("shuffle", shuffle, default=training)
     repeat = _flag("repeat", repeat, default=training)
     drop_remainder = _flag("drop_remainder", drop_remainder, default=training)
-    examples = SOURCES[source](split, image_size=input_size, num_examples=num_examples, seed=seed)
+    try:
+        examples = SOURCES[source](
+            split, image_size=input_size, num_examples=num_examples, seed=seed, **dict(source_kwargs or {})
+        )
+    except TypeError as e:
+        raise ValueError(f"`source_kwargs` {dict(source_kwargs or {})} do not fit source {source!r}: {e}") from None
     fields = _TASK_FIELDS[task]
     examples = examples.map(lambda example: {k: example[k] for k in fields}).cache()
     if shuffle:

@@ -66,7 +66,7 @@ _SCENE_DRAWS = 8
 _RAY_DIRECTIONS = ((-1.0, 0.0), (0.0, 1.0), (1.0, 0.0), (0.0, -1.0))
 
 
-def shapes_examples(split, image_size=(64, 64), num_examples=None, seed=0, max_objects=4):
+def shapes_examples(split, image_size=(64, 64), num_examples=None, seed=0, max_objects=4, min_size=MIN_SIZE):
     """The `shapes` examples of one split.
 
     Args:
@@ -75,6 +75,8 @@ def shapes_examples(split, image_size=(64, 64), num_examples=None, seed=0, max_o
         num_examples: int > 0, or None for `DEFAULT_NUM_EXAMPLES[split]` (2048 train, 256 validation).
         seed: int >= 0. Together with `split` it selects the random stream.
         max_objects: int >= 1. Each scene has 1..`max_objects` objects (uniform).
+        min_size: float in (0, MAX_SIZE). The smallest object size, as a fraction of the shorter side
+            (default `MIN_SIZE`); a larger one gives an easier dataset without tiny objects.
 
     Returns:
         A `tf.data.Dataset` of dicts:
@@ -94,11 +96,13 @@ def shapes_examples(split, image_size=(64, 64), num_examples=None, seed=0, max_o
     _check_int("num_examples", num_examples, minimum=1)
     _check_int("seed", seed, minimum=0)
     _check_int("max_objects", max_objects, minimum=1)
+    if isinstance(min_size, bool) or not isinstance(min_size, (int, float)) or not 0 < min_size < MAX_SIZE:
+        raise ValueError(f"`min_size` must be a number in (0, {MAX_SIZE}). Received: min_size={min_size!r}")
     base_key = tf.constant([seed, SPLITS.index(split)], tf.int64)
 
     def chunk(chunk_index):
         key = tf.random.experimental.stateless_fold_in(base_key, chunk_index)
-        return _chunk(key, height, width, max_objects)
+        return _chunk(key, height, width, max_objects, float(min_size))
 
     num_chunks = -(-num_examples // CHUNK_SIZE)
     chunks = tf.data.Dataset.range(num_chunks).map(chunk, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -141,10 +145,10 @@ def check_image_size(image_size, name="image_size"):
     return int(image_size[0]), int(image_size[1])
 
 
-def _chunk(key, height, width, max_objects):
+def _chunk(key, height, width, max_objects, min_size=MIN_SIZE):
     """`CHUNK_SIZE` consecutive examples, as a dict of batched tensors, from one stateless key."""
     object_key, scene_key, noise_key = tf.unstack(tf.random.experimental.stateless_split(key, num=3))
-    objects = _objects(object_key, max_objects)
+    objects = _objects(object_key, max_objects, min_size)
     scene = tf.random.stateless_uniform([CHUNK_SIZE, _SCENE_DRAWS], scene_key)
     noise = tf.random.stateless_uniform([CHUNK_SIZE, height, width, 3], noise_key, -NOISE_AMPLITUDE, NOISE_AMPLITUDE)
     num_objects = 1 + tf.cast(scene[:, _NUM_OBJECTS, None] * max_objects, tf.int32)
@@ -160,7 +164,7 @@ def _chunk(key, height, width, max_objects):
     }
 
 
-def _objects(key, max_objects):
+def _objects(key, max_objects, min_size=MIN_SIZE):
     """Object parameters `(CHUNK_SIZE, max_objects, ...)`: the primary, then the distractors, smallest first.
 
     Sizes and centres are fractions of the shorter image side and of each side, angles in radians,
@@ -168,7 +172,7 @@ def _objects(key, max_objects):
     `[MIN_COLOUR_CONTRAST, 1 - MIN_COLOUR_CONTRAST]`.
     """
     draws = tf.random.stateless_uniform([CHUNK_SIZE, max_objects, _OBJECT_DRAWS], key)
-    log_min = math.log(MIN_SIZE)
+    log_min = math.log(min_size)
     primary_log_size = log_min + draws[:, :1, _SIZE] * (math.log(MAX_SIZE) - log_min)
     distractor_log_size = log_min + tf.sort(draws[:, 1:, _SIZE], axis=-1) * (primary_log_size - log_min)
     lo, hi = PRIMARY_CENTRE_RANGE

@@ -50,11 +50,11 @@ def run(config: Any, workdir: str, strategy: str = "default", verbose="auto", lo
     data = config.data
     train_ds = pipeline.make_dataset(
         config.model.task, "train", data.batch_size, input_size, source=data.source, seed=config.seed,
-        num_examples=data.get("train_examples"),
+        num_examples=data.get("train_examples"), source_kwargs=data.get("source_kwargs"),
     )
     val_ds = pipeline.make_dataset(
         config.model.task, "validation", data.batch_size, input_size, source=data.source, seed=config.seed,
-        num_examples=data.get("validation_examples"),
+        num_examples=data.get("validation_examples"), source_kwargs=data.get("source_kwargs"),
     )
 
     previous_policy = keras.config.dtype_policy()

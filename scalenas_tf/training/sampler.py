@@ -155,8 +155,7 @@ class GroupedSampler(SingleArchSampler):
         if not probs or not all(0.0 <= p <= 1.0 for p in probs):
             raise ValueError(f"`fusion_probs` must be non-empty probabilities. Received: fusion_probs={fusion_probs}")
         choices = space.depth_choices
-        depth_groups = [choices[i : i + 2] for i in range(max(1, len(choices) - 1))]
-        groups = [(d, p) for d in depth_groups for p in probs]
+        groups = [(d, p) for d in space.depth_groups() for p in probs]
         if sandwich:
             groups += [((choices[0],), SMALLEST_FUSION_PROB), ((choices[-1],), LARGEST_FUSION_PROB)]
         self.groups = tuple(groups)

@@ -1,0 +1,58 @@
+r"""Exports a subnet of the trained supernet in --workdir to SavedModel and TFLite, with parity checks.
+
+  python bin/export.py --config=configs/quickstart.py --workdir=saved_models/quickstart
+  python bin/export.py --config=configs/quickstart.py --workdir=saved_models/quickstart --budget=0.03
+  python bin/export.py --config=configs/quickstart.py --workdir=saved_models/quickstart --arch=largest
+
+Without --arch the arch comes from the search's Pareto front (workdir/search/pareto_front.json): the
+best point, or the best point costing at most --budget (the search's cost unit: GMACs or M params).
+Writes workdir/export/<name>/{saved_model/, model.tflite, metadata.json} and prints a summary.
+Exit codes: 0 ok; 1 bad flags or input; 2 parity failed (the files are kept for inspection).
+"""
+
+import json
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file[:variant].")
+_WORKDIR = flags.DEFINE_string("workdir", None, "The training/search workdir.")
+_ARCH = flags.DEFINE_string("arch", None, "largest | smallest | hrnet | path to an arch JSON (default: config.export.arch).")
+_BUDGET = flags.DEFINE_float("budget", None, "Pick the best Pareto point costing at most this (default: config.export.budget).")
+_NAME = flags.DEFINE_string("name", None, "Subfolder of workdir/export (default: config.export.name or the arch hash).")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from scalenas_tf.export.parity import ParityError
+    from scalenas_tf.runners import export as export_runner
+    from scalenas_tf.runners import search as search_runner
+
+    config = _CONFIG.value
+    export = config.get("export", {})
+    arch = _ARCH.value if _ARCH.value is not None else export.get("arch", "")
+    budget = _BUDGET.value if _BUDGET.value is not None else export.get("budget")
+    name = _NAME.value if _NAME.value is not None else export.get("name", "")
+    try:
+        summary = export_runner.run(config, _WORKDIR.value, arch=arch, budget=budget, name=name)
+    except ParityError as e:
+        print(f"export.py: parity failed: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as e:
+        print(f"export.py: error: {e}", file=sys.stderr)
+        return 1
+    search_summary = search_runner.load_summary(_WORKDIR.value)
+    if search_summary is not None:
+        print(search_runner.format_summary(search_summary))
+    print(export_runner.format_summary(summary))
+    print(json.dumps({"export_dir": summary["export_dir"], "arch_hash": summary["arch_hash"],
+                      "metric": summary["metric"]["value"], "constant_baseline": summary["metric"]["constant_baseline"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)

@@ -1,0 +1,42 @@
+r"""Searches the trained supernet in --workdir: ScaleNAS topology evolution and the random baseline.
+
+  python bin/search.py --config=configs/quickstart.py --workdir=saved_models/quickstart
+  python bin/search.py --config=configs/quickstart.py --workdir=saved_models/quickstart \
+      --config.search.budget=400 --config.search.max_cost=0.05
+
+Every evaluation is appended to workdir/search/evaluations.jsonl as it finishes; running the same
+command again continues where it stopped (a larger --config.search.budget extends a finished search).
+Writes pareto_front.json/.csv, pareto.png and search_summary.json beside it.
+Exit codes: 0 ok; 1 bad config, missing supernet or an unusable search log (a message on stderr).
+"""
+
+import json
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file[:variant] with a `search` section.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "The training workdir (holds supernet.weights.h5).")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from scalenas_tf.runners import search as search_runner
+    from scalenas_tf.search.state import SearchStateError
+
+    try:
+        summary = search_runner.run(_CONFIG.value, _WORKDIR.value)
+    except (ValueError, OSError, SearchStateError) as e:
+        print(f"search.py: error: {e}", file=sys.stderr)
+        return 1
+    print(search_runner.format_summary(summary))
+    print(json.dumps({k: summary[k] for k in ("metric", "cost_unit", "budget", "seconds", "workdir")}, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)

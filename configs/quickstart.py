@@ -1,0 +1,82 @@
+r"""The quickstart: a small ScaleNAS supernet on the embedded shapes data, trained, searched and exported
+on a CPU in minutes (README, "Quickstart").
+
+  python bin/train_supernet.py --config=configs/quickstart.py --workdir=saved_models/quickstart
+  python bin/search.py --config=configs/quickstart.py --workdir=saved_models/quickstart
+  python bin/export.py --config=configs/quickstart.py --workdir=saved_models/quickstart
+
+Everything here is sized for 2 CPU cores; `configs/shapes_seg.py` is the same space with longer
+training, and the paper's search settings are the defaults of `search.evolution.EvolutionSettings`.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config(arg=None):
+    del arg
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.search_space = dict(
+        width=8,
+        depth_choices=(2, 3, 4, 5),
+        num_modules=(1, 1, 1),
+        num_branches=(2, 3, 4),
+        multi_scale_output=True,
+        stem_channels=16,
+        layer1_blocks=1,
+    )
+    config.model = dict(task="seg", num_classes=5, input_size=(64, 64))
+    # Objects of at least 12% of the image side (the default data goes down to 4%, a few pixels,
+    # which a 1/4-resolution head cannot resolve after minutes of CPU training).
+    config.data = dict(
+        source="shapes", source_kwargs=dict(min_size=0.12), batch_size=16, train_examples=8192,
+        validation_examples=256,
+    )
+    config.train = dict(
+        steps=1500,
+        steps_per_epoch=250,
+        optimizer="adam",
+        learning_rate=0.003,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=0.0,
+        warmup_steps=50,
+        sampler="grouped",
+        sampler_kwargs=dict(sandwich=True),
+        teacher="none",
+        teacher_weights="",
+        init_from_teacher=False,
+        distill_weight=0.5,
+        sparse_updates=True,
+        per_replica_subnets=False,
+        precision="float32",
+    )
+    config.search = dict(
+        methods=("evolution", "random"),
+        population=60,
+        top_k=20,
+        children=20,
+        crossover_prob=0.25,
+        mutation_prob=0.5,
+        budget=140,
+        fusion_probs=(0.2, 0.5, 0.8),
+        seed=0,
+        cost_measure="macs",  # macs (search cost in GMACs) | params (M)
+        max_cost=config_dict.placeholder(float),
+        min_metric=config_dict.placeholder(float),
+        calibration_batches=2,
+        calibration_batch_size=64,
+        validation_examples=256,
+        batch_size=64,
+        recalibrate=True,
+    )
+    config.export = dict(
+        arch="",  # largest | smallest | hrnet | PATH.json; empty: from the search's Pareto front
+        budget=config_dict.placeholder(float),  # front point with the best metric at cost <= budget
+        name="",  # subfolder of workdir/export; empty: the arch hash
+        tflite=True,
+        isolated_check=True,  # load the SavedModel in a process without scalenas_tf
+        parity_atol=1e-4,  # max abs diff allowed, relative to max(1, |output|max)
+    )
+    return config

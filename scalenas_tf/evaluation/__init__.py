@@ -1,0 +1,1 @@
+"""Subnet evaluation: BN recalibration, then the task metric on validation batches (`SubnetEvaluator`)."""

@@ -1,0 +1,150 @@
+"""runners/search.py and runners/export.py end to end on a tiny supernet (trained for a few steps).
+
+One module-scoped workdir: train (20 steps) -> search (both methods) -> export; the export's parity
+check loads the SavedModel in a subprocess that never imports scalenas_tf, and runs the TFLite file
+under LiteRT.
+"""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs import quickstart
+from scalenas_tf.export import parity
+from scalenas_tf.runners import export as export_runner
+from scalenas_tf.runners import search as search_runner
+from scalenas_tf.runners import train as train_runner
+from scalenas_tf.search.state import SearchStateError
+
+
+def tiny_config():
+    config = quickstart.get_config()
+    config.search_space.update(width=4, depth_choices=(1, 2), num_modules=(1, 1), num_branches=(2, 3), stem_channels=8)
+    config.model.input_size = (32, 32)
+    config.data.update(batch_size=4, train_examples=64, validation_examples=16)
+    config.train.update(steps=20, steps_per_epoch=20, warmup_steps=0)
+    config.search.update(population=8, top_k=4, children=4, budget=16, calibration_batches=2,
+                         calibration_batch_size=8, validation_examples=16, batch_size=8)
+    return config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("job"))
+    train_runner.run(tiny_config(), workdir, verbose=0, log=lambda *a: None)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def searched(trained):
+    summary = search_runner.run(tiny_config(), trained, log=lambda *a: None)
+    return trained, summary
+
+
+def test_search_outputs(searched):
+    workdir, summary = searched
+    out = os.path.join(workdir, "search")
+    for name in ("evaluations.jsonl", "pareto_front.json", "pareto_front.csv", "pareto.png", "search_summary.json"):
+        assert os.path.getsize(os.path.join(out, name)) > 0, name
+    assert summary["metric_traces"] == 1  # one metric trace for every arch
+    for method in ("evolution", "random"):
+        assert summary["methods"][method]["evaluated"] == 16
+    lines = open(os.path.join(out, "evaluations.jsonl")).read().splitlines()
+    records = [json.loads(line) for line in lines[1:]]
+    assert len(records) == 32 and len({(r["method"], r["hash"]) for r in records}) == 32
+    front = json.load(open(os.path.join(out, "pareto_front.json")))
+    costs = [p["gmacs"] for p in front]
+    assert costs == sorted(costs) and len(front) >= 1
+    # Along the front, more cost buys a strictly higher metric.
+    assert all(b["miou"] > a["miou"] for a, b in zip(front, front[1:]))
+    rows = list(csv.DictReader(open(os.path.join(out, "pareto_front.csv"))))
+    assert [r["hash"] for r in rows] == [p["hash"] for p in front]
+    # The front dominates every evaluation.
+    for r in records:
+        assert any(p["gmacs"] <= r["cost"] and p["miou"] >= r["metric"] for p in front)
+    assert 0.0 < summary["constant_baseline"]["metric"] < 1.0
+    text = search_runner.format_summary(summary)
+    assert "Pareto front" in text and "constant prediction" in text
+
+
+def test_restarting_a_finished_search_evaluates_nothing_and_larger_budget_extends_it(searched):
+    workdir, summary = searched
+    before = open(os.path.join(workdir, "search", "evaluations.jsonl")).read()
+    again = search_runner.run(tiny_config(), workdir, log=lambda *a: None)
+    assert open(os.path.join(workdir, "search", "evaluations.jsonl")).read() == before
+    assert again["front"] == summary["front"]
+    # A different setting is refused instead of mixing results.
+    config = tiny_config()
+    config.search.top_k = 5
+    with pytest.raises(SearchStateError, match="settings"):
+        search_runner.run(config, workdir, log=lambda *a: None)
+
+
+def test_export_parity_and_metadata(searched):
+    workdir, summary = searched
+    result = export_runner.run(tiny_config(), workdir, name="best", log=lambda *a: None)
+    out = result["export_dir"]
+    meta = json.load(open(os.path.join(out, "metadata.json")))
+    best = max(summary["front"], key=lambda p: p["miou"])
+    assert meta["arch_hash"] == best["hash"]
+    # The exported arch scores what the search measured (same calibration and validation data).
+    assert meta["metric"]["value"] == pytest.approx(best["miou"], abs=1e-9)
+    for kind in ("saved_model", "tflite"):
+        report = meta["parity"][kind]
+        assert report["passed"] and report["max_abs_diff"] <= 1e-4 * max(1.0, report["output_max_abs"]), report
+        assert report["metric"] == pytest.approx(meta["parity"]["supernet"]["metric"], abs=1e-3)
+        assert report["decision_agreement"] > 0.99
+    assert meta["cost"]["keras_count_params"] > 0 and meta["source_checkpoint"]["sha256"]
+    assert meta["versions"]["tensorflow"] == tf.__version__
+    # The serving contract: a named input and task-named outputs.
+    loaded = tf.saved_model.load(os.path.join(out, "saved_model"))
+    signature = loaded.signatures["serving_default"]
+    assert list(signature.structured_input_signature[1]) == ["images"]
+    assert sorted(signature.structured_outputs) == ["logits", "segmentation"]
+    images = np.random.default_rng(0).random((3, 32, 32, 3)).astype(np.float32)
+    outputs = signature(images=tf.constant(images))
+    assert outputs["segmentation"].shape == (3, 32, 32) and outputs["logits"].shape == (3, 8, 8, 5)
+    assert "Exported" in export_runner.format_summary(result)
+
+
+def test_export_by_budget_named_arch_and_errors(searched, monkeypatch):
+    workdir, summary = searched
+    config = tiny_config()
+    config.export.isolated_check = False
+    config.export.tflite = False
+    cheapest = summary["front"][0]
+    result = export_runner.run(config, workdir, budget=cheapest["gmacs"], name="cheap", log=lambda *a: None)
+    assert result["arch_hash"] == cheapest["hash"]
+    with pytest.raises(ValueError, match="No Pareto point costs <= budget"):
+        export_runner.run(config, workdir, budget=cheapest["gmacs"] / 2, log=lambda *a: None)
+    with pytest.raises(ValueError, match="not both"):
+        export_runner.run(config, workdir, arch="largest", budget=1.0, log=lambda *a: None)
+    with pytest.raises(ValueError, match="Not found"):
+        export_runner.run(config, workdir, arch="no/such/arch.json", log=lambda *a: None)
+    # A broken export fails loudly.
+    config.export.tflite = True
+    real = parity.run_tflite
+    monkeypatch.setattr(parity, "run_tflite", lambda path, images: {k: v + 0.01 for k, v in real(path, images).items()})
+    with pytest.raises(parity.ParityError, match="tflite: max abs diff"):
+        export_runner.run(config, workdir, arch="smallest", name="broken", log=lambda *a: None)
+
+
+def test_search_errors(tmp_path):
+    with pytest.raises(ValueError, match="No trained supernet"):
+        search_runner.run(tiny_config(), str(tmp_path), log=lambda *a: None)
+    config = tiny_config()
+    config.search.cost_measure = "flops"
+    with pytest.raises(ValueError, match="cost_measure"):
+        search_runner.run(config, str(tmp_path), log=lambda *a: None)
+    config = tiny_config()
+    config.search.unknown_field = 1
+    with pytest.raises(ValueError, match="unknown_field"):
+        search_runner.run(config, str(tmp_path), log=lambda *a: None)
+    config = tiny_config()
+    config.search.population = 100
+    with pytest.raises(ValueError, match="population"):
+        search_runner.run(config, str(tmp_path), log=lambda *a: None)
