@@ -116,7 +116,12 @@ def run(
     targets = [t for _, t in evaluator.validation_batches]
     vector = tf.constant(space.to_vector(chosen), tf.int32)
     reference_fn = serving.serving_fn(lambda x, training: supernet(x, arch=vector, training=training), task)
-    reference = {k: v.numpy() for k, v in tf.function(reference_fn)(tf.constant(images)).items()}
+    # Eagerly, batch by batch: only the arch's branches run, and no second trace of the supernet.
+    reference = {}
+    for x, _ in evaluator.validation_batches:
+        for k, v in reference_fn(pipeline.denormalize(x)).items():
+            reference.setdefault(k, []).append(v.numpy())
+    reference = {k: np.concatenate(v) for k, v in reference.items()}
     raw = serving.RAW_OUTPUT[task]
 
     def metric_of(outputs):

@@ -129,7 +129,7 @@ class _Progress:
         interactive = sys.stdout.isatty()
         self.bar = keras.utils.Progbar(
             budget, interval=0.05 if interactive else 10.0, unit_name="arch",
-            stateful_metrics=["best", "fresh", "cached"],
+            stateful_metrics=["best " + metric_name],
         )
         self.method, self.metric_name = method, metric_name
         self.count = self.fresh = 0
@@ -140,7 +140,7 @@ class _Progress:
         self.count += 1
         self.fresh += int(fresh)
         self.best = max(self.best, float(record["metric"]))
-        self.bar.update(self.count, [("best", self.best), ("fresh", self.fresh), ("cached", self.count - self.fresh)])
+        self.bar.update(self.count, [("best " + self.metric_name, self.best)])
 
 
 def run(config: Any, workdir: str, log=print) -> dict[str, Any]:
