@@ -83,6 +83,14 @@ def test_object_scales_vary(train400):
     assert np.mean(areas < 0.01) > 0.1 and np.mean(areas > 0.1) > 0.1
 
 
+def test_min_size_removes_the_smallest_objects():
+    examples = _examples("train", num_examples=200, min_size=0.12)
+    areas = np.array([np.mean(e["mask"] == e["label"] + 1) for e in examples])
+    # A primary object of side >= 0.12 covers >= ~0.12^2 x its shape's fill of the image.
+    assert areas.min() > 0.004 and np.mean(areas < 0.01) < 0.05
+    assert areas.max() > 0.3
+
+
 def test_classes_balanced(train400):
     counts = np.bincount([e["label"] for e in train400], minlength=shapes.NUM_SHAPE_CLASSES)
     assert len(counts) == shapes.NUM_SHAPE_CLASSES
@@ -119,6 +127,9 @@ def test_some_keypoints_invisible(train400):
         ("seed", -1),
         ("max_objects", 0),
         ("max_objects", True),
+        ("min_size", 0.0),
+        ("min_size", 0.9),
+        ("min_size", "0.1"),
     ],
 )
 def test_bad_arguments(name, value):

@@ -148,3 +148,63 @@ def test_search_errors(tmp_path):
     config.search.population = 100
     with pytest.raises(ValueError, match="population"):
         search_runner.run(config, str(tmp_path), log=lambda *a: None)
+
+
+# === The binaries, killed and restarted (slow: several TensorFlow processes) ===
+
+TINY_FLAGS = [
+    "--config.search_space.width=4", "--config.search_space.depth_choices=(1, 2)",
+    "--config.search_space.num_modules=(1, 1)", "--config.search_space.num_branches=(2, 3)",
+    "--config.search_space.stem_channels=8", "--config.model.input_size=(32, 32)",
+    "--config.search.population=8", "--config.search.top_k=4", "--config.search.children=4",
+    "--config.search.budget=24", "--config.search.calibration_batches=2", "--config.search.calibration_batch_size=8",
+    "--config.search.validation_examples=16", "--config.search.batch_size=8",
+]
+
+
+def _search_command(workdir):
+    import pathlib
+    import sys
+
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    return [sys.executable, str(repo / "bin" / "search.py"), "--config=configs/quickstart.py", f"--workdir={workdir}",
+            *TINY_FLAGS], str(repo)
+
+
+def _evaluations(workdir):
+    lines = open(os.path.join(workdir, "search", "evaluations.jsonl")).read().splitlines()[1:]
+    return [(r["method"], r["hash"], r["metric"]) for r in map(json.loads, lines)]
+
+
+@pytest.mark.slow
+def test_search_binary_killed_mid_run_resumes_to_the_same_evaluations(trained, tmp_path):
+    import shutil
+    import signal
+    import subprocess
+    import time
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    runs = {}
+    for name in ("whole", "killed"):
+        runs[name] = str(tmp_path / name)
+        os.makedirs(runs[name])
+        shutil.copy(os.path.join(trained, "supernet.weights.h5"), runs[name])
+    command, repo = _search_command(runs["whole"])
+    assert subprocess.run(command, cwd=repo, env=env, capture_output=True, timeout=900).returncode == 0
+    expected = _evaluations(runs["whole"])
+    assert len(expected) == 48
+
+    command, repo = _search_command(runs["killed"])
+    log = os.path.join(runs["killed"], "search", "evaluations.jsonl")
+    proc = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 900
+    while time.time() < deadline and not (os.path.exists(log) and sum(1 for _ in open(log)) > 12):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = _evaluations(runs["killed"])
+    assert 0 < len(partial) < 48 and partial == expected[: len(partial)]
+    done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming" in done.stdout
+    assert _evaluations(runs["killed"]) == expected
