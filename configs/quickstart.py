@@ -33,6 +33,9 @@ def get_config(arg=None):
         source="shapes", source_kwargs=dict(min_size=0.12), batch_size=16, train_examples=8192,
         validation_examples=256,
     )
+    # 1500 steps of one sampled subnet each (~150 ms per step on 2 CPU cores; an in-place teacher
+    # would double that). Measured: validation mIoU 0.258 for the largest arch with shared BN,
+    # 0.29-0.33 for searched subnets after BN recalibration; a constant prediction scores 0.164.
     config.train = dict(
         steps=1500,
         steps_per_epoch=250,
@@ -52,6 +55,8 @@ def get_config(arg=None):
         per_replica_subnets=False,
         precision="float32",
     )
+    # The paper's search is n0=1000, k=100, N=2000 (the EvolutionSettings defaults); at ~0.8 s per
+    # arch here, the quickstart searches 140 archs per method, the first 60 shared by both.
     config.search = dict(
         methods=("evolution", "random"),
         population=60,
