@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from scalenas_tf import tasks
+from scalenas_tf.scarlet_space import ScarletSpace
 from scalenas_tf.search_space import ScaleNASSpace
 
 _SPACE_FIELDS = ("width", "depth_choices", "num_modules", "num_branches", "multi_scale_output", "stem_channels", "layer1_blocks")
+_SCARLET_FIELDS = tuple(f.name for f in dataclasses.fields(ScarletSpace))
+# `config.search_space.type` picks the space; configs without it are ScaleNAS ones.
+SPACE_TYPES = ("scalenas", "scarlet")
 
 
 def get_field(config: Any, dotted: str):
@@ -47,21 +52,47 @@ def validate(config: Any) -> None:
     build_space(config)
 
 
-def build_space(config: Any) -> ScaleNASSpace:
-    """`config.search_space` -> `ScaleNASSpace` (unknown fields are an error, not ignored)."""
-    fields = dict(get_field(config, "search_space"))
-    unknown = sorted(set(fields) - set(_SPACE_FIELDS))
+def space_type(config: Any) -> str:
+    """`config.search_space.type`: `"scalenas"` (the default) or `"scarlet"`."""
+    kind = dict(get_field(config, "search_space")).get("type", "scalenas")
+    if kind not in SPACE_TYPES:
+        raise ValueError(f"config.search_space.type must be one of {SPACE_TYPES}. Received: {kind!r}")
+    return kind
+
+
+def build_space(config: Any) -> ScaleNASSpace | ScarletSpace:
+    """`config.search_space` -> `ScaleNASSpace` or `ScarletSpace` (unknown fields are an error, not ignored)."""
+    kind = space_type(config)
+    fields = {k: v for k, v in dict(get_field(config, "search_space")).items() if k != "type"}
+    known = _SCARLET_FIELDS if kind == "scarlet" else _SPACE_FIELDS
+    unknown = sorted(set(fields) - set(known))
     if unknown:
-        raise ValueError(f"Unknown field(s) in config.search_space: {unknown}. Known: {list(_SPACE_FIELDS)}")
-    for key in ("depth_choices", "num_modules", "num_branches"):
+        raise ValueError(f"Unknown field(s) in config.search_space ({kind}): {unknown}. Known: {list(known)}")
+    for key in ("depth_choices", "num_modules", "num_branches", "channels", "strides", "kernel_sizes", "expand_ratios"):
         if key in fields:
             fields[key] = tuple(fields[key])
+    if kind == "scarlet":
+        if get_field(config, "model.task") != "cls":
+            raise ValueError(f"The SCARLET space is for classification: config.model.task must be 'cls'. Received: {config.model.task!r}")
+        return ScarletSpace(**fields)
     return ScaleNASSpace(**fields)
 
 
 def build_model_kwargs(config: Any) -> dict:
-    """kwargs for `ScaleNASSupernet(**kwargs)`."""
+    """kwargs for the supernet class of the config's space (`build_supernet`)."""
     return {"space": build_space(config), "task": config.model.task, "num_classes": config.model.num_classes}
+
+
+def build_supernet(config: Any):
+    """The config's supernet: `ScaleNASSupernet` or `ScarletSupernet` (not built)."""
+    kwargs = build_model_kwargs(config)
+    if isinstance(kwargs["space"], ScarletSpace):
+        from scalenas_tf.models.scarlet_supernet import ScarletSupernet
+
+        return ScarletSupernet(kwargs["space"], num_classes=kwargs["num_classes"])
+    from scalenas_tf.models.supernet import ScaleNASSupernet
+
+    return ScaleNASSupernet(**kwargs)
 
 
 def width_from_variant(arg: str | None, default: int) -> int:

@@ -182,6 +182,8 @@ class ScarletSpace:
             )
         if any(s not in (1, 2) for s in self.strides):
             raise ValueError(f"`strides` must be 1 or 2. Received: strides={self.strides}")
+        if any(e < 2 for e in self.expand_ratios):
+            raise ValueError(f"`expand_ratios` must be >= 2 (every block has an expand conv). Received: expand_ratios={self.expand_ratios}")
         if any(k % 2 == 0 for k in self.kernel_sizes):
             raise ValueError(f"`kernel_sizes` must be odd. Received: kernel_sizes={self.kernel_sizes}")
         for name in ("stem_channels", "first_channels", "head_channels"):
