@@ -1,12 +1,18 @@
-r"""Prints the params and MACs of a ScaleNAS arch, from its encoding (no graph build).
+r"""Prints the params and MACs of a ScaleNAS or SCARLET arch, from its encoding (no graph build).
 
   python bin/cost.py --config=configs/scalenas_pose.py:w32 --input_size=256x192 --arch=hrnet
   python bin/cost.py --config=configs/scalenas_seg.py:w32 --official_mask=seg_w32_S1.json --extract
+  python bin/cost.py --config=configs/scarlet.py:s2 --input_size=224x224 --arch=scarlet_a
 
---arch takes hrnet, largest, smallest or a path to an encoding JSON (ScaleNASArch.to_json);
+ScaleNAS: --arch takes hrnet, largest, smallest or a path to an encoding JSON (ScaleNASArch.to_json);
 --official_mask takes the ScaleNAS authors' mask format instead (.json; .npy needs --allow_pickle).
+SCARLET: --arch takes largest (default), smallest, scarlet_a, scarlet_b, scarlet_c, all_<choice>
+(e.g. all_K7E6) or a path to a JSON list of 19 choice names (or ScarletArch.to_json); identity
+layers count as plain skips (the papers' figures) unless --as_extracted.
 The last line of standard output is one JSON object: params, macs, gmacs (MACs/1e9), gflops_hrnet
-(MACs/2^30), live_params, ..., plus keras_params and keras_count_params with --extract.
+(MACs/2^30), live_params, ... for ScaleNAS; params, macs, madds_m (MACs/1e6, the mobile papers'
+MAdds), gflops_hrnet, fold_plan, ... for SCARLET; plus keras_params and keras_count_params with
+--extract.
 Exit codes: 0 ok; 1 bad flags or bad input (a one-line message on standard error).
 """
 
@@ -20,11 +26,24 @@ from ml_collections import config_flags
 from scalenas_tf.runners import cost as cost_runner
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file[:variant], e.g. configs/scalenas_pose.py:w32.")
-_ARCH = flags.DEFINE_string("arch", None, "hrnet | largest | smallest | path to an encoding JSON (default: hrnet).")
-_OFFICIAL_MASK = flags.DEFINE_string("official_mask", None, "Path to a mask in the ScaleNAS authors' format.")
+_ARCH = flags.DEFINE_string(
+    "arch",
+    None,
+    "ScaleNAS: hrnet | largest | smallest | path to an encoding JSON (default: hrnet). SCARLET: largest | smallest "
+    "| scarlet_a | scarlet_b | scarlet_c | all_<choice> | path to a JSON list of choice names (default: largest).",
+)
+_OFFICIAL_MASK = flags.DEFINE_string(
+    "official_mask", None, "Path to a mask in the ScaleNAS authors' format (ScaleNAS configs only)."
+)
 _ALLOW_PICKLE = flags.DEFINE_bool("allow_pickle", False, "Allow loading a pickled .npy official mask (runs code).")
 _INPUT_SIZE = flags.DEFINE_string("input_size", None, "HEIGHTxWIDTH, e.g. 256x192 (default: config.model.input_size).")
 _EXTRACT = flags.DEFINE_bool("extract", False, "Also build the extracted Keras model and report its params.")
+_AS_EXTRACTED = flags.DEFINE_bool(
+    "as_extracted",
+    False,
+    "SCARLET: count the extracted model (ELS folds applied, kept ELS convs counted) instead of the papers' "
+    "plain-skip count.",
+)
 
 
 def main(argv):
@@ -38,6 +57,7 @@ def main(argv):
             input_size=_INPUT_SIZE.value,
             extract=_EXTRACT.value,
             allow_pickle=_ALLOW_PICKLE.value,
+            as_extracted=_AS_EXTRACTED.value,
         )
     except (ValueError, OSError) as e:  # ArchError is a ValueError
         print(f"cost.py: error: {e}", file=sys.stderr)

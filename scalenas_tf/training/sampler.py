@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from scalenas_tf.scarlet_space import ScarletSpace
 from scalenas_tf.search_space import ScaleNASSpace
 
 # ScaleNAS grouped sampling: depth groups of consecutive depth choices x fusion percentages, then
@@ -35,18 +36,21 @@ class ArchSampler(abc.ABC):
     `SingleArchSampler` subclasses draw one subnet per step with `_draw(seed, step)`.
 
     Args:
-        space: `ScaleNASSpace`.
+        space: the space its vectors encode (`space_type`, or any space when that is None).
         seed: int. The same seed and step give the same archs.
     """
 
     num_subnets = 1
+    space_type = ScaleNASSpace  # the space a sampler draws from; None: any (uses only space.to_vector)
 
-    def __init__(self, space: ScaleNASSpace, seed: int = 0):
-        if not isinstance(space, ScaleNASSpace):
-            raise TypeError(f"`space` must be a ScaleNASSpace. Received: {type(space).__name__}")
+    def __init__(self, space, seed: int = 0):
+        if self.space_type is not None and not isinstance(space, self.space_type):
+            raise TypeError(
+                f"{type(self).__name__} samples a {self.space_type.__name__}. Received: {type(space).__name__}"
+            )
         self.space = space
         self.seed = int(seed)
-        self._layout = [b for _, _, b in space.module_layout()]
+        self._layout = [b for _, _, b in space.module_layout()] if isinstance(space, ScaleNASSpace) else []
 
     def __call__(self, step):
         step = tf.cast(step, tf.int64)
@@ -186,6 +190,8 @@ class SandwichSampler(ArchSampler):
         base: the sampler of the random subnets (default `UniformSampler(space, seed)`).
     """
 
+    space_type = None
+
     def __init__(self, space, seed=0, num_random=2, base=None):
         super().__init__(space, seed)
         if int(num_random) < 0:
@@ -193,7 +199,9 @@ class SandwichSampler(ArchSampler):
         self.num_random = int(num_random)
         if base is not None and not isinstance(base, SingleArchSampler):
             raise TypeError(f"`base` must draw one subnet per step (a SingleArchSampler). Received: {type(base).__name__}")
-        self.base = base if base is not None else UniformSampler(space, seed)
+        if base is None:
+            base = SinglePathSampler(space, seed) if isinstance(space, ScarletSpace) else UniformSampler(space, seed)
+        self.base = base
         self.num_subnets = 2 + self.num_random
         self._ends = tf.constant(np.stack([space.to_vector(space.largest()), space.to_vector(space.smallest())]))
 
@@ -210,6 +218,8 @@ class SandwichSampler(ArchSampler):
 class FixedSampler(SingleArchSampler):
     """Always the same arch (e.g. to train a single subnet, or the teacher's full configuration)."""
 
+    space_type = None
+
     def __init__(self, space, arch, seed=0):
         super().__init__(space, seed)
         self._vector = tf.constant(space.to_vector(arch))
@@ -224,12 +234,14 @@ class FeedSampler(SingleArchSampler):
     For benchmarks and for driving the compiled step with archs chosen outside it.
     """
 
+    space_type = None
+
     def __init__(self, space, arch=None, seed=0):
         super().__init__(space, seed)
         self.vector = tf.Variable(space.to_vector(arch or space.largest()), trainable=False, dtype=tf.int32)
 
     def set(self, arch):
-        vector = self.space.to_vector(arch) if hasattr(arch, "modules") else np.asarray(arch, np.int32)
+        vector = np.asarray(arch, np.int32) if isinstance(arch, (list, tuple, np.ndarray)) else self.space.to_vector(arch)
         self.space.from_vector(vector)  # validates
         self.vector.assign(vector)
 
@@ -237,16 +249,81 @@ class FeedSampler(SingleArchSampler):
         return tf.identity(self.vector), {"group": tf.constant(-1, tf.int32), "fusion_prob": tf.constant(-1.0)}
 
 
+# === Single-path samplers of the SCARLET space ===
+
+
+class _PathSampler(ArchSampler):
+    """Base of the SCARLET samplers: the per-layer tables of allowed choice ids."""
+
+    space_type = ScarletSpace
+
+    def __init__(self, space, seed=0):
+        super().__init__(space, seed)
+        names = space.choice_names
+        self.layer_ids = [[names.index(c) for c in space.layer_choices(i)] for i in range(space.num_layers)]
+        width = max(len(ids) for ids in self.layer_ids)
+        self._table = tf.constant([ids + [ids[-1]] * (width - len(ids)) for ids in self.layer_ids], tf.int32)
+        self._counts = tf.constant([len(ids) for ids in self.layer_ids], tf.int32)
+
+
+class SinglePathSampler(_PathSampler, SingleArchSampler):
+    """SPOS: every layer's choice uniform over the choices it offers (Guo et al., ECCV 2020)."""
+
+    def _draw(self, seed, step):
+        u = tf.random.stateless_uniform((self.space.num_layers,), seed)
+        index = tf.minimum(tf.cast(u * tf.cast(self._counts, tf.float32), tf.int32), self._counts - 1)
+        vector = tf.gather(self._table, index, batch_dims=1)
+        return vector, {"group": tf.constant(-1, tf.int32), "fusion_prob": tf.constant(-1.0)}
+
+
+class StrictFairSampler(_PathSampler):
+    """FairNAS strict fairness: each step, m single paths that together run every choice of every
+    layer exactly once (m = the most choices any layer offers); the trainer sums their gradients
+    into one update.
+
+    Each layer's choices are shuffled independently (a stateless permutation per layer and step) and
+    path p takes the p-th. A layer that offers fewer than m choices (no identity where the stride or
+    width changes) fills its remaining slots with distinct choices drawn at random, so there every
+    choice runs once or twice per step.
+
+    Reference:
+        Chu et al., "FairNAS: Rethinking Evaluation Fairness of Weight Sharing Neural Architecture
+        Search", ICCV 2021.
+    """
+
+    def __init__(self, space, seed=0):
+        super().__init__(space, seed)
+        self.num_subnets = max(len(ids) for ids in self.layer_ids)
+
+    def _sample(self, seed, step):
+        m = self.num_subnets
+        columns = []
+        for i, ids in enumerate(self.layer_ids):
+            s_fill, s_order = tf.unstack(tf.random.experimental.stateless_split(
+                tf.random.experimental.stateless_fold_in(seed, i), 2))
+            ids = tf.constant(ids, tf.int32)
+            n = int(ids.shape[0])
+            if n < m:
+                extra = tf.gather(ids, tf.argsort(tf.random.stateless_uniform((n,), s_fill))[: m - n])
+                ids = tf.concat([ids, extra], axis=0)
+            columns.append(tf.gather(ids, tf.argsort(tf.random.stateless_uniform((m,), s_order))))
+        vectors = tf.stack(columns, axis=1)
+        return vectors, {"group": tf.range(m, dtype=tf.int32), "fusion_prob": -tf.ones((m,))}
+
+
 SAMPLERS = {
     "uniform": UniformSampler,
     "fusion": FusionSampler,
     "grouped": GroupedSampler,
     "sandwich": SandwichSampler,
+    "spos": SinglePathSampler,
+    "strict_fair": StrictFairSampler,
 }
 
 
-def make_sampler(name: str, space: ScaleNASSpace, seed: int = 0, **kwargs) -> ArchSampler:
-    """`"uniform"`, `"fusion"`, `"grouped"` or `"sandwich"` -> a sampler; kwargs go to its constructor."""
+def make_sampler(name: str, space, seed: int = 0, **kwargs) -> ArchSampler:
+    """A sampler by name; kwargs go to its constructor. ScaleNAS spaces: `"uniform"`, `"fusion"`,
+    `"grouped"`, `"sandwich"`; SCARLET spaces: `"spos"`, `"strict_fair"`, `"sandwich"`."""
     if name not in SAMPLERS:
         raise ValueError(f"Unknown sampler {name!r}. Expected one of {sorted(SAMPLERS)}")
     return SAMPLERS[name](space, seed=seed, **kwargs)

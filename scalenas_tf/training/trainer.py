@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from scalenas_tf.tasks import IGNORE_LABEL
+from scalenas_tf.models.scarlet_supernet import ScarletSupernet
 from scalenas_tf.models.supernet import ScaleNASSupernet
 from scalenas_tf.training import losses
 from scalenas_tf.training import sparse_update
@@ -19,10 +20,11 @@ from scalenas_tf.training.sampler import ArchSampler
 from scalenas_tf.training.sampler import FixedSampler
 
 INPLACE = "inplace"
+SUPERNETS = (ScaleNASSupernet, ScarletSupernet)
 
 
 class SupernetTrainer(keras.Model):
-    """Trains a `ScaleNASSupernet`: each step, `loss = task_loss + distill_weight * MSE(student, teacher)`.
+    """Trains a `ScaleNASSupernet` or `ScarletSupernet`: each step, `loss = task_loss + distill_weight * MSE(student, teacher)`.
 
     Args:
         supernet: `ScaleNASSupernet` (the weights being trained).
@@ -40,6 +42,9 @@ class SupernetTrainer(keras.Model):
         per_replica_subnets: bool. Under a strategy with several replicas, each replica draws its
             own subnet (TuNAS-style); a choice is updated if any replica ran it.
         eval_arch: the arch `evaluate` and `predict` run (`None`: the largest).
+        subnet_loop: bool or None. Run the step's subnets in a `tf.while_loop`, accumulating their
+            gradients (same sum; one supernet copy in the graph). `None` (default): when the sampler
+            draws more than 4 subnets per step (e.g. `StrictFairSampler`). Not with `"inplace"`.
 
     Checkpoint it with weights (`save_weights`, `ModelCheckpoint(save_weights_only=True)`,
     `BackupAndRestore`); what outlives training is the supernet's weights.
@@ -60,12 +65,13 @@ class SupernetTrainer(keras.Model):
         sparse_updates=True,
         per_replica_subnets=False,
         eval_arch=None,
+        subnet_loop=None,
         **kwargs,
     ):
         kwargs.setdefault("name", "supernet_trainer")
         super().__init__(**kwargs)
-        if not isinstance(supernet, ScaleNASSupernet):
-            raise TypeError(f"`supernet` must be a ScaleNASSupernet. Received: {type(supernet).__name__}")
+        if not isinstance(supernet, SUPERNETS):
+            raise TypeError(f"`supernet` must be a ScaleNASSupernet or ScarletSupernet. Received: {type(supernet).__name__}")
         if sampler is not None and not isinstance(sampler, ArchSampler):
             raise TypeError(f"`sampler` must be an ArchSampler. Received: {type(sampler).__name__}")
         if isinstance(teacher, str) and teacher != INPLACE:
@@ -86,6 +92,11 @@ class SupernetTrainer(keras.Model):
         self.sparse_updates = bool(sparse_updates)
         self.per_replica_subnets = bool(per_replica_subnets)
         self.eval_arch = eval_arch if eval_arch is not None else space.largest()
+        if subnet_loop is None:
+            subnet_loop = self.sampler.num_subnets > 4 and not self.inplace
+        if subnet_loop and self.inplace:
+            raise ValueError("`subnet_loop=True` does not support teacher='inplace'")
+        self.subnet_loop = bool(subnet_loop)
         self._largest = tf.constant(space.to_vector(space.largest()))
         self._eval_vector = tf.constant(space.to_vector(self.eval_arch))
 
@@ -140,26 +151,23 @@ class SupernetTrainer(keras.Model):
         teacher_out = None
         if self.teacher is not None:
             teacher_out = tf.stop_gradient(self.teacher(images, training=False))
-        with tf.GradientTape() as tape:
-            total, task_sum, distill_sum = 0.0, 0.0, 0.0
-            if self.inplace:
-                out = self.supernet(images, arch=self._largest, training=True)
-                task = self.task_loss(targets, out)
-                total, task_sum = total + task, task_sum + task
-                teacher_out = tf.stop_gradient(out)
-            for i in range(self.sampler.num_subnets):
-                out = self.supernet(images, arch=vectors[i], training=True)
-                task = self.task_loss(targets, out)
-                total, task_sum = total + task, task_sum + task
-                if teacher_out is not None and self.distill_weight > 0:
-                    distill = losses.distillation_loss(out, teacher_out)
-                    total, distill_sum = total + self.distill_weight * distill, distill_sum + distill
-            # Each replica's loss is its local mean; dividing once by the replica count makes the
-            # summed (all-reduced) gradient that of the global-batch mean.
-            scaled = total / tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = self.optimizer.scale_loss(scaled)
         variables = self.supernet.trainable_variables
-        grads = tape.gradient(scaled, variables)
+        if self.subnet_loop:
+            total, task_sum, distill_sum, grads = self._looped_gradients(images, targets, vectors, teacher_out, variables)
+        else:
+            with tf.GradientTape() as tape:
+                total, task_sum, distill_sum = 0.0, 0.0, 0.0
+                if self.inplace:
+                    out = self.supernet(images, arch=self._largest, training=True)
+                    task = self.task_loss(targets, out)
+                    total, task_sum = total + task, task_sum + task
+                    teacher_out = tf.stop_gradient(out)
+                for i in range(self.sampler.num_subnets):
+                    total, task_sum, distill_sum = self._add_subnet_loss(
+                        images, targets, vectors[i], teacher_out, total, task_sum, distill_sum
+                    )
+                scaled = self._scaled(total)
+            grads = tape.gradient(scaled, variables)
         sparse_update.apply_gradients(
             self.optimizer, grads, variables, self._gated_layers(vectors), sparse=self.sparse_updates
         )
@@ -167,6 +175,46 @@ class SupernetTrainer(keras.Model):
         self.task_loss_tracker.update_state(task_sum)
         self.distill_loss_tracker.update_state(distill_sum)
         return {m.name: m.result() for m in self.metrics[:3]}
+
+    def _add_subnet_loss(self, images, targets, vector, teacher_out, total, task_sum, distill_sum):
+        out = self.supernet(images, arch=vector, training=True)
+        task = self.task_loss(targets, out)
+        total, task_sum = total + task, task_sum + task
+        if teacher_out is not None and self.distill_weight > 0:
+            distill = losses.distillation_loss(out, teacher_out)
+            total, distill_sum = total + self.distill_weight * distill, distill_sum + distill
+        return total, task_sum, distill_sum
+
+    def _scaled(self, total):
+        # Each replica's loss is its local mean; dividing once by the replica count makes the
+        # summed (all-reduced) gradient that of the global-batch mean.
+        return self.optimizer.scale_loss(total / tf.distribute.get_strategy().num_replicas_in_sync)
+
+    def _looped_gradients(self, images, targets, vectors, teacher_out, variables):
+        """The summed gradient of the step's subnets, one subnet per `tf.while_loop` iteration.
+
+        The same sum as one tape over all subnets, but the step's graph holds one copy of the
+        supernet instead of `num_subnets` (FairNAS's 13 paths would otherwise take 13x the tracing
+        time) and only one path's activations are alive at a time.
+        """
+        zero = tf.constant(0.0)
+
+        def body(i, total, task_sum, distill_sum, accumulated):
+            with tf.GradientTape() as tape:
+                loss, task, distill = self._add_subnet_loss(
+                    images, targets, tf.gather(vectors, i), teacher_out, zero, zero, zero
+                )
+                scaled = self._scaled(loss)
+            grads = tape.gradient(scaled, variables)
+            accumulated = [a if g is None else a + tf.cast(g, a.dtype) for a, g in zip(accumulated, grads)]
+            return i + 1, total + loss, task_sum + task, distill_sum + distill, accumulated
+
+        start = [tf.zeros(v.shape, v.dtype) for v in variables]
+        _, total, task_sum, distill_sum, grads = tf.while_loop(
+            lambda i, *_: i < self.sampler.num_subnets, body, (tf.constant(0), zero, zero, zero, start),
+            parallel_iterations=1,
+        )
+        return total, task_sum, distill_sum, grads
 
     def _gated_layers(self, vectors):
         """`(layer, on)` where `on` is true if any subnet of this step (on any replica) ran `layer`."""
