@@ -40,6 +40,47 @@ def get_config(arg=None):
         identity_op=identity_op,
     )
     config.model = dict(task="cls", num_classes=1000, input_size=(224, 224))
+    # ImageNet-scale supernet training as in SCARLET (FairNAS strict fairness, SGD, 150 epochs of
+    # 1.28M images at batch 256 would be ~750k steps; sized here as a starting point, not run).
+    config.data = dict(source="imagenet2012", batch_size=256, train_examples=None, validation_examples=None)
+    config.train = dict(
+        steps=750_000,
+        steps_per_epoch=5000,
+        optimizer="sgd",
+        learning_rate=0.045,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=4e-5,
+        warmup_steps=0,
+        sampler="strict_fair",
+        sampler_kwargs=dict(),
+        teacher="none",
+        teacher_weights="",
+        init_from_teacher=False,
+        distill_weight=0.5,
+        sparse_updates=True,
+        per_replica_subnets=False,
+        precision="float32",
+        graph_optimizations=True,
+    )
+    # SCARLET Algorithm 1: population 70, 120 generations, crowding weights (0.4, 0.4, 0.2) on
+    # (accuracy, MAdds, params), MAdds <= 500M checked before any evaluation, accuracy >= 0.4 after.
+    config.search = dict(
+        methods=("nsga2", "random"),
+        population=70,
+        generations=120,
+        weights=(0.4, 0.4, 0.2),
+        madds_max=500.0,
+        acc_min=0.4,
+        num_outputs=10,
+        seed=0,
+        calibration_batches=20,
+        calibration_batch_size=64,
+        validation_examples=10_000,
+        batch_size=250,
+        recalibrate=True,
+    )
+    config.export = dict(arch="", budget=None, name="", tflite=True, isolated_check=True, parity_atol=1e-4)
     if name == "cpu":
         _cpu(config)
     return config
@@ -52,3 +93,19 @@ def _cpu(config):
     config.search_space.first_channels = 8
     config.search_space.head_channels = 128
     config.model = dict(task="cls", num_classes=4, input_size=(32, 32))
+    # Shapes whose primary object covers >= 25% of the side (at 32x32 the default 4% is one pixel),
+    # with at most one distractor.
+    config.data = dict(source="shapes", source_kwargs=dict(min_size=0.25, max_objects=2), batch_size=32, train_examples=8192,
+                       validation_examples=512)
+    config.train.update(
+        steps=1200, steps_per_epoch=200, optimizer="adam", learning_rate=0.003, weight_decay=0.0,
+        warmup_steps=50, sampler="spos",
+        # Grappler spends minutes on the first step of a 247-op supernet graph on 2 cores and
+        # gains nothing measurable per step at this size (README, SCARLET).
+        graph_optimizations=False,
+    )
+    # MAdds at 32x32: 0.27M (smallest) to 2.08M (largest); uniform paths 0.70-1.54M (median 1.11M).
+    config.search.update(
+        population=20, generations=5, madds_max=1.2, acc_min=0.3, num_outputs=5,
+        calibration_batches=2, calibration_batch_size=64, validation_examples=512, batch_size=128,
+    )

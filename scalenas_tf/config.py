@@ -152,7 +152,7 @@ def build_optimizer(train: Any):
     return keras.optimizers.RMSprop(schedule, momentum=float(train.momentum), weight_decay=decay)
 
 
-def build_sampler(config: Any, space: ScaleNASSpace):
+def build_sampler(config: Any, space: ScaleNASSpace | ScarletSpace):
     """`config.train.sampler` (+ `sampler_kwargs`) -> an `ArchSampler` seeded with `config.seed`."""
     from scalenas_tf.training import sampler as sampler_lib
 
@@ -163,6 +163,13 @@ def build_sampler(config: Any, space: ScaleNASSpace):
     if name not in sampler_lib.SAMPLERS:
         raise ValueError(
             f"config.train.sampler must be one of {sorted(sampler_lib.SAMPLERS) + ['largest']}. Received: {name!r}"
+        )
+    wanted = sampler_lib.SAMPLERS[name].space_type
+    if wanted is not None and not isinstance(space, wanted):
+        fitting = sorted(k for k, c in sampler_lib.SAMPLERS.items() if c.space_type is None or isinstance(space, c.space_type))
+        raise ValueError(
+            f"config.train.sampler={name!r} samples a {wanted.__name__}, not a {type(space).__name__}. "
+            f"Samplers for this space: {fitting + ['largest']}"
         )
     try:
         return sampler_lib.make_sampler(name, space, seed=config.seed, **kwargs)
@@ -178,7 +185,7 @@ def check_precision(value: str) -> str:
 
 # === Search and export ===
 
-COST_MEASURES = {"macs": ("gmacs", 1e9), "params": ("mparams", 1e6)}
+COST_MEASURES = {"macs": ("gmacs", 1e9), "params": ("mparams", 1e6), "madds": ("madds_m", 1e6)}
 _SETTINGS_FIELDS = (
     "population", "top_k", "children", "crossover_prob", "mutation_prob", "budget", "fusion_probs", "seed",
     "max_cost", "min_metric",
@@ -188,20 +195,44 @@ _SEARCH_FIELDS = _SETTINGS_FIELDS + (
     "recalibrate",
 )
 SEARCH_METHODS = ("evolution", "random")
+SCARLET_SEARCH_METHODS = ("nsga2", "random")
+_EVALUATION_FIELDS = ("methods", "calibration_batches", "calibration_batch_size", "validation_examples", "batch_size",
+                      "recalibrate")
+
+
+def search_methods(config: Any) -> tuple[str, ...]:
+    """The search methods of the config's space: ScaleNAS evolution or SCARLET NSGA-II, plus random."""
+    return SCARLET_SEARCH_METHODS if space_type(config) == "scarlet" else SEARCH_METHODS
+
+
+def cost_measure(config: Any) -> str:
+    """`config.search.cost_measure`: `"macs"` (default) or `"params"`; always `"madds"` for SCARLET."""
+    if space_type(config) == "scarlet":
+        return "madds"
+    return get_field(config, "search").get("cost_measure", "macs")
+
+
+def _scarlet_settings_fields():
+    from scalenas_tf.search.nsga2 import NSGA2Settings
+
+    return tuple(f.name for f in dataclasses.fields(NSGA2Settings))
 
 
 def search_section(config: Any) -> Any:
     """`config.search`, checked: unknown fields, methods and the cost measure (errors name the field)."""
     search = get_field(config, "search")
-    unknown = sorted(set(search) - set(_SEARCH_FIELDS))
+    scarlet = space_type(config) == "scarlet"
+    known = (_scarlet_settings_fields() + _EVALUATION_FIELDS) if scarlet else _SEARCH_FIELDS
+    unknown = sorted(set(search) - set(known))
     if unknown:
-        raise ValueError(f"Unknown field(s) in config.search: {unknown}. Known: {list(_SEARCH_FIELDS)}")
-    methods = tuple(search.get("methods", SEARCH_METHODS))
-    if not methods or any(m not in SEARCH_METHODS for m in methods) or len(set(methods)) != len(methods):
-        raise ValueError(f"config.search.methods must be distinct names from {SEARCH_METHODS}. Received: {methods}")
-    if search.get("cost_measure", "macs") not in COST_MEASURES:
+        raise ValueError(f"Unknown field(s) in config.search: {unknown}. Known: {list(known)}")
+    allowed = search_methods(config)
+    methods = tuple(search.get("methods", allowed))
+    if not methods or any(m not in allowed for m in methods) or len(set(methods)) != len(methods):
+        raise ValueError(f"config.search.methods must be distinct names from {allowed}. Received: {methods}")
+    if not scarlet and search.get("cost_measure", "macs") not in ("macs", "params"):
         raise ValueError(
-            f"config.search.cost_measure must be one of {sorted(COST_MEASURES)}. Received: {search.get('cost_measure')!r}"
+            f"config.search.cost_measure must be one of ['macs', 'params']. Received: {search.get('cost_measure')!r}"
         )
     for field in ("calibration_batches", "calibration_batch_size", "validation_examples", "batch_size"):
         value = search.get(field, 1)
@@ -211,10 +242,18 @@ def search_section(config: Any) -> Any:
 
 
 def build_search_settings(config: Any):
-    """`config.search` -> `search.evolution.EvolutionSettings` (paper defaults for missing fields)."""
+    """`config.search` -> `EvolutionSettings` (ScaleNAS) or `NSGA2Settings` (SCARLET), paper defaults
+    for missing fields."""
     from scalenas_tf.search.evolution import EvolutionSettings
 
     search = search_section(config)
+    if space_type(config) == "scarlet":
+        from scalenas_tf.search.nsga2 import NSGA2Settings
+
+        kwargs = {k: search[k] for k in _scarlet_settings_fields() if k in search}
+        if "weights" in kwargs:
+            kwargs["weights"] = tuple(kwargs["weights"])
+        return NSGA2Settings(**kwargs)
     kwargs = {k: search[k] for k in _SETTINGS_FIELDS if k in search and search[k] is not None}
     if "fusion_probs" in kwargs:
         kwargs["fusion_probs"] = tuple(kwargs["fusion_probs"])

@@ -506,6 +506,16 @@ class ScaleNASSpace:
 
     # === Logs and search ===
 
+    def arch_from_dict(self, data: Any) -> ScaleNASArch:
+        """`ScaleNASArch.from_dict(data)`, validated against this space."""
+        arch = ScaleNASArch.from_dict(data)
+        self.validate(arch)
+        return arch
+
+    def describe(self, arch: ScaleNASArch) -> str:
+        """A short one-line form for tables: branch depths per module (`"4-4 4-4-4 ..."`)."""
+        return " ".join("-".join(str(d) for d in m.depths) for m in arch.modules)
+
     def flatten(self, arch: ScaleNASArch) -> dict[str, int]:
         """`{"stage3/module1/branch2/depth": 4, "stage3/module1/fuse2_s3_from0": 1, ...}` for logs."""
         flat = {}

@@ -27,6 +27,12 @@ def extract_subnet(supernet: ScaleNASSupernet, arch: ScaleNASArch, input_size=(2
         ArchError: if `arch` is outside the supernet's space.
         ValueError: for a bad `input_size`.
     """
+    from scalenas_tf.models.scarlet_supernet import ScarletSupernet
+
+    if isinstance(supernet, ScarletSupernet):  # ELS folds applied; see extract_scarlet_subnet for the report
+        from scalenas_tf.models.scarlet_subnet import extract_scarlet_subnet
+
+        return extract_scarlet_subnet(supernet, arch, input_size, name=name)[0]
     space = supernet.space
     space.validate(arch)
     if len(input_size) != 2 or any(not isinstance(v, int) or v < 1 for v in input_size):

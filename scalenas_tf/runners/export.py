@@ -34,11 +34,12 @@ def choose_arch(config: Any, workdir: str, space, arch: str = "", budget: float 
     `budget` (cost unit of the search), or its best point overall."""
     if arch and budget is not None:
         raise ValueError(f"Give an arch or a budget, not both. Received: arch={arch!r}, budget={budget}")
-    if arch in NAMED:
-        return space.named(arch), f"named arch {arch!r}"
+    if arch and not os.path.exists(arch):
+        try:
+            return space.named(arch), f"named arch {arch!r}"
+        except ValueError as e:
+            raise ValueError(f"--arch must be a named arch or an arch JSON file. Not a file: {arch!r} ({e})") from None
     if arch:
-        if not os.path.exists(arch):
-            raise ValueError(f"--arch must be one of {NAMED} or an arch JSON file. Not found: {arch!r}")
         return space.load_arch(arch), f"arch file {arch}"
     front_path = os.path.join(search_runner.search_dir(workdir), "pareto_front.json")
     if not os.path.exists(front_path):
@@ -47,10 +48,8 @@ def choose_arch(config: Any, workdir: str, space, arch: str = "", budget: float 
         )
     with open(front_path) as f:
         front = json.load(f)
-    from scalenas_tf.search_space import ScaleNASArch
-
-    unit = config_lib.COST_MEASURES[config.search.get("cost_measure", "macs")][0]
-    metric = [k for k in front[0] if k not in ("hash", "method", "arch", unit)][0]
+    unit = config_lib.COST_MEASURES[config_lib.cost_measure(config)][0]
+    metric = [k for k in front[0] if k not in ("hash", "method", "arch", "describe", "params", unit)][0]
     if budget is not None:
         within = [p for p in front if p[unit] <= budget]
         if not within:
@@ -61,8 +60,7 @@ def choose_arch(config: Any, workdir: str, space, arch: str = "", budget: float 
     else:
         point = max(front, key=lambda p: (p[metric], -p[unit]))
         how = "best Pareto point"
-    chosen = ScaleNASArch.from_dict(point["arch"])
-    space.validate(chosen)
+    chosen = space.arch_from_dict(point["arch"])
     return chosen, f"{how} ({point[unit]:.6g} {unit}, {metric} {point[metric]:.4f} in search)"
 
 
@@ -78,10 +76,10 @@ def run(
     from scalenas_tf.export import parity
     from scalenas_tf.export import serving
     from scalenas_tf.models.subnet import extract_subnet
-    from scalenas_tf.search import cost as cost_lib
+    from scalenas_tf.scarlet_space import ScarletSpace
 
     config_lib.validate(config)
-    search = config_lib.search_section(config)
+    config_lib.search_section(config)
     export = config.get("export", {})
     atol = float(export.get("parity_atol", 1e-4))
     if not atol > 0:
@@ -97,8 +95,17 @@ def run(
     evaluator = search_runner.make_evaluator(config, supernet)
     evaluated = evaluator(chosen)  # recalibrates BN for this arch, in place
     baseline = evaluator.constant_baseline()
-    static = extract_subnet(supernet, chosen, input_size, name=f"subnet_{chosen.hash()}")
-    counted = cost_lib.count(space, chosen, task, num_classes, input_size)
+    folds = None
+    if isinstance(space, ScarletSpace):
+        from scalenas_tf.models.scarlet_subnet import extract_scarlet_subnet
+
+        static, folds = extract_scarlet_subnet(supernet, chosen, input_size, name=f"subnet_{chosen.hash()}")
+        for fold in folds:
+            log(f"[export] ELS layers {list(fold['layers'])}: {fold['action']}"
+                + (f" into {fold['target']}" if fold["target"] is not None else f" ({fold['reason']})"))
+    else:
+        static = extract_subnet(supernet, chosen, input_size, name=f"subnet_{chosen.hash()}")
+    cost_entry = _cost_entry(config, space, chosen, input_size)
 
     out = os.path.join(workdir, "export", name or chosen.hash())
     if os.path.exists(out):
@@ -151,7 +158,7 @@ def run(
         if not report["passed"]:
             failures.append(f"{kind}: max abs diff {report['max_abs_diff']:.3g} > {report['tolerance']:.3g}")
 
-    unit, scale = config_lib.COST_MEASURES[search.get("cost_measure", "macs")]
+    cost_entry["keras_count_params"] = int(static.count_params())
     metadata = {
         "arch": chosen.to_dict(),
         "arch_hash": chosen.hash(),
@@ -162,8 +169,7 @@ def run(
                   "preprocessing": "RGB scaled to [0, 1]; the model normalizes with ImageNet mean/std itself",
                   "mean": list(pipeline.MEAN), "std": list(pipeline.STD)},
         "outputs": list(serving.OUTPUT_NAMES[task]),
-        "cost": {"params": counted.params, "macs": counted.macs, "gmacs": counted.gmacs,
-                 "keras_count_params": int(static.count_params()), "input_size": list(input_size)},
+        "cost": cost_entry,
         "metric": {"name": evaluator.metric_name, "value": evaluated["metric"],
                    "constant_baseline": baseline["metric"],
                    "data": {"source": config.data.source, "split": "validation",
@@ -173,8 +179,9 @@ def run(
         "versions": {"scalenas_tf": scalenas_tf.__version__, "tensorflow": tf.__version__},
         "files": {"saved_model": "saved_model", "tflite": "model.tflite" if tflite else None},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "search_cost": {unit: (counted.macs if unit == "gmacs" else counted.params) / scale},
     }
+    if folds is not None:
+        metadata["els_folds"] = folds
     with open(os.path.join(out, "metadata.json"), "w") as f:
         json.dump(metadata, f, indent=1)
     if failures:
@@ -182,6 +189,24 @@ def run(
             f"exported model differs from the supernet ({'; '.join(failures)}); see {out}/metadata.json"
         )
     return {"export_dir": out, "seconds": round(time.perf_counter() - start, 1), **metadata}
+
+
+def _cost_entry(config, space, arch, input_size):
+    """The exported model's analytic cost: params, MACs, and the search's own cost unit."""
+    from scalenas_tf.scarlet_space import ScarletSpace
+
+    if isinstance(space, ScarletSpace):
+        from scalenas_tf.search import scarlet_cost
+
+        counted = scarlet_cost.count(space, arch, config.model.num_classes, input_size, as_extracted=True)
+        return {"params": counted.params, "macs": counted.macs, "gmacs": counted.gmacs, "madds_m": counted.madds_m,
+                "counted": "as extracted (ELS folds applied)", "input_size": list(input_size)}
+    from scalenas_tf.search import cost as cost_lib
+
+    counted = cost_lib.count(space, arch, config.model.task, config.model.num_classes, input_size)
+    unit, scale = config_lib.COST_MEASURES[config_lib.cost_measure(config)]
+    return {"params": counted.params, "macs": counted.macs, "gmacs": counted.gmacs, "input_size": list(input_size),
+            unit: (counted.macs if unit == "gmacs" else counted.params) / scale}
 
 
 def format_summary(summary: dict[str, Any]) -> str:

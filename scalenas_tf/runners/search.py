@@ -40,12 +40,21 @@ def search_dir(workdir: str) -> str:
 
 
 def cost_function(config: Any, space):
-    """`arch -> cost` in the search's unit (GMACs or M params), from the analytic counter."""
+    """`arch -> cost` from the analytic counter: in the search's unit (GMACs or M params) for ScaleNAS;
+    `(MAdds in M, params)` for SCARLET (NSGA-II's two cost objectives)."""
     from scalenas_tf.search import cost as cost_lib
+    from scalenas_tf.search import scarlet_cost
 
-    measure = config.search.get("cost_measure", "macs")
+    measure = config_lib.cost_measure(config)
     _, scale = config_lib.COST_MEASURES[measure]
     input_size = config_lib.parse_input_size(config.model.input_size)
+    if measure == "madds":
+
+        def scarlet_cost_of(arch):
+            counted = scarlet_cost.count(space, arch, config.model.num_classes, input_size, validate=False)
+            return counted.madds_m, float(counted.params)
+
+        return scarlet_cost_of
 
     def cost_of(arch):
         counted = cost_lib.count(space, arch, config.model.task, config.model.num_classes, input_size, validate=False)
@@ -56,15 +65,13 @@ def cost_function(config: Any, space):
 
 def load_trained_supernet(config: Any, workdir: str):
     """The config's supernet with `workdir/supernet.weights.h5` loaded; a clear error if it is missing."""
-    from scalenas_tf.models.supernet import ScaleNASSupernet
-
     weights = os.path.join(workdir, WEIGHTS)
     if not os.path.exists(weights):
         raise ValueError(
             f"No trained supernet at {weights}. Train one first: "
             f"python bin/train_supernet.py --config=... --workdir={workdir}"
         )
-    supernet = ScaleNASSupernet(**config_lib.build_model_kwargs(config))
+    supernet = config_lib.build_supernet(config)
     supernet.build((None, None, None, 3))
     try:
         supernet.load_weights(weights)
@@ -101,7 +108,8 @@ def make_evaluator(config: Any, supernet):
 
 
 def log_header(config: Any, weights: str, settings) -> dict[str, Any]:
-    """What the stored evaluations depend on (the budget is left out: a larger one extends a search)."""
+    """What the stored evaluations depend on (the budget and NSGA-II's generations are left out: a
+    larger one extends a search)."""
     search = config.search
     return {
         "search_space": dict(config.search_space),
@@ -113,8 +121,8 @@ def log_header(config: Any, weights: str, settings) -> dict[str, Any]:
                  "calibration_batches": search.calibration_batches,
                  "calibration_batch_size": search.calibration_batch_size,
                  "recalibrate": bool(search.get("recalibrate", True))},
-        "cost_measure": search.get("cost_measure", "macs"),
-        "settings": {k: v for k, v in settings.to_dict().items() if k != "budget"},
+        "cost_measure": config_lib.cost_measure(config),
+        "settings": {k: v for k, v in settings.to_dict().items() if k not in ("budget", "generations")},
         "weights_sha256": file_sha256(weights),
     }
 
@@ -162,17 +170,28 @@ def run(config: Any, workdir: str, log=print) -> dict[str, Any]:
     evaluator = make_evaluator(config, supernet)
     baseline = evaluator.constant_baseline()
     metric_name = evaluator.metric_name
-    measure = search.get("cost_measure", "macs")
+    measure = config_lib.cost_measure(config)
+    scarlet = measure == "madds"
 
     def evaluate(arch):
         result = evaluator(arch)
         counted = cost_of(arch)
-        return {"metric": result["metric"], "cost": counted, "seconds": result["seconds"]}
+        record = {"metric": result["metric"], "cost": counted, "seconds": result["seconds"]}
+        if scarlet:
+            record.update(cost=counted[0], params=counted[1])
+        return record
 
-    searches = {"evolution": evolution.topology_evolution, "random": evolution.random_search}
+    if scarlet:
+        from scalenas_tf.search import nsga2
+
+        searches = {"nsga2": nsga2.nsga2_search, "random": nsga2.random_search_scarlet}
+        budget = settings.max_evaluations
+    else:
+        searches = {"evolution": evolution.topology_evolution, "random": evolution.random_search}
+        budget = settings.budget
     results = {}
-    for method in search.get("methods", config_lib.SEARCH_METHODS):
-        progress = _Progress(method, settings.budget, metric_name)
+    for method in search.get("methods", config_lib.search_methods(config)):
+        progress = _Progress(method, budget, metric_name)
         wrapped = evaluations.cached_evaluate(method, evaluate, on_record=progress)
         method_start = time.perf_counter()
         results[method] = searches[method](space, wrapped, cost_of, settings)
@@ -181,7 +200,7 @@ def run(config: Any, workdir: str, log=print) -> dict[str, Any]:
         log(f"[search] {method}: {len(results[method].results)} archs ({progress.fresh} evaluated now) "
             f"in {time.perf_counter() - method_start:.1f}s")
 
-    summary = summarize(results, baseline, metric_name, measure, settings)
+    summary = summarize(results, baseline, metric_name, measure, budget, space)
     summary.update(
         workdir=workdir, weights=weights, seconds=round(time.perf_counter() - start, 1),
         metric_traces=evaluator.trace_count,
@@ -190,12 +209,15 @@ def run(config: Any, workdir: str, log=print) -> dict[str, Any]:
     return summary
 
 
-def _point(record, method, metric_name, unit):
-    return {"hash": record["hash"], "method": method, unit: record["cost"], metric_name: record["metric"],
-            "arch": record["arch"].to_dict() if hasattr(record["arch"], "to_dict") else record["arch"]}
+def _point(record, method, metric_name, unit, space):
+    point = {"hash": record["hash"], "method": method, unit: record["cost"], metric_name: record["metric"],
+             "arch": record["arch"].to_dict(), "describe": space.describe(record["arch"])}
+    if "params" in record:
+        point["params"] = int(record["params"])
+    return point
 
 
-def summarize(results, baseline, metric_name, measure, settings) -> dict[str, Any]:
+def summarize(results, baseline, metric_name, measure, budget, space) -> dict[str, Any]:
     unit, _ = config_lib.COST_MEASURES[measure]
     everything = [r for res in results.values() for r in res.results if r["feasible"]]
     if not everything:
@@ -207,7 +229,7 @@ def summarize(results, baseline, metric_name, measure, settings) -> dict[str, An
     for method, res in results.items():
         for r in res.results:
             found_by.setdefault(r["hash"], method)
-    front = [_point(r, found_by[r["hash"]], metric_name, unit) for r in evolution.front_of(
+    front = [_point(r, found_by[r["hash"]], metric_name, unit, space) for r in evolution.front_of(
         [dict(r) for r in {r["hash"]: r for r in everything}.values()]
     )]
     per_method = {}
@@ -220,13 +242,16 @@ def summarize(results, baseline, metric_name, measure, settings) -> dict[str, An
             "best_" + metric_name: max((r["metric"] for r in res.results), default=None),
             "front_size": len(method_front),
             "hypervolume": pareto.hypervolume_2d(points, reference) if len(method_front) else 0.0,
-            "front": [_point(r, method, metric_name, unit) for r in method_front],
+            "front": [_point(r, method, metric_name, unit, space) for r in method_front],
         }
+        if hasattr(res, "selected"):  # NSGA-II: K models spread along the 3-objective front
+            per_method[method]["front3_size"] = len(res.front3())
+            per_method[method]["selected"] = [_point(r, method, metric_name, unit, space) for r in res.selected()]
     return {
         "metric": metric_name,
         "cost_unit": unit,
         "constant_baseline": baseline,
-        "budget": settings.budget,
+        "budget": budget,
         "hypervolume_reference": {unit: reference[0], metric_name: -reference[1]},
         "front": front,
         "methods": per_method,
@@ -239,10 +264,9 @@ def write_outputs(out, summary, results, metric_name, measure):
         json.dump(summary["front"], f, indent=1)
     with open(os.path.join(out, "pareto_front.csv"), "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["rank", unit, metric_name, "method", "hash", "depths"])
+        writer.writerow(["rank", unit, metric_name, "method", "hash", "arch"])
         for i, p in enumerate(summary["front"]):
-            depths = ";".join("-".join(str(d) for d in m["depths"]) for m in p["arch"]["modules"])
-            writer.writerow([i, f"{p[unit]:.6g}", f"{p[metric_name]:.6f}", p["method"], p["hash"], depths])
+            writer.writerow([i, f"{p[unit]:.6g}", f"{p[metric_name]:.6f}", p["method"], p["hash"], p["describe"]])
     with open(os.path.join(out, "search_summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     plot(os.path.join(out, "pareto.png"), results, summary, metric_name, unit)
@@ -255,7 +279,7 @@ def plot(path, results, summary, metric_name, unit):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"evolution": "tab:red", "random": "tab:blue"}
+    colours = {"evolution": "tab:red", "nsga2": "tab:red", "random": "tab:blue"}
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for method, res in results.items():
         colour = colours.get(method, "tab:gray")
@@ -288,14 +312,19 @@ def format_summary(summary: dict[str, Any]) -> str:
     """The Pareto front and the per-method comparison as a text table."""
     unit, metric = summary["cost_unit"], summary["metric"]
     lines = [f"Pareto front ({len(summary['front'])} archs, {metric} vs {unit}):",
-             f"  {'#':>2}  {unit:>10}  {metric:>8}  {'method':<9}  {'hash':<16}  depths per module"]
+             f"  {'#':>2}  {unit:>10}  {metric:>8}  {'method':<9}  {'hash':<16}  arch"]
     for i, p in enumerate(summary["front"]):
-        depths = " ".join("-".join(str(d) for d in m["depths"]) for m in p["arch"]["modules"])
-        lines.append(f"  {i:>2}  {p[unit]:>10.5f}  {p[metric]:>8.4f}  {p['method']:<9}  {p['hash']:<16}  {depths}")
+        lines.append(f"  {i:>2}  {p[unit]:>10.5f}  {p[metric]:>8.4f}  {p['method']:<9}  {p['hash']:<16}  {p.get('describe', '')}")
     for method, m in summary["methods"].items():
         lines.append(
             f"{method:>10}: {m['evaluated']} archs, best {metric} {m['best_' + metric]:.4f}, "
             f"front {m['front_size']}, hypervolume {m['hypervolume']:.5g}"
         )
+        if m.get("selected"):
+            lines.append(f"{'':>10}  {len(m['selected'])} models spread along its (accuracy, MAdds, params) front "
+                         f"of {m['front3_size']}:")
+            for p in m["selected"]:
+                lines.append(f"{'':>12}{p[unit]:>10.3f} {unit}  {p.get('params', 0):>10,} params  "
+                             f"{metric} {p[metric]:.4f}  {p['hash']}")
     lines.append(f"  constant prediction: {metric} {summary['constant_baseline']['metric']:.4f}")
     return "\n".join(lines)

@@ -22,11 +22,11 @@ from scalenas_tf import distribute
 def run(config: Any, workdir: str, strategy: str = "default", verbose="auto", log=print) -> dict:
     """Trains the supernet of `config` under `strategy`, resuming from `workdir` if it holds a run."""
     import keras
+    import tensorflow as tf
 
     from scalenas_tf.data import pipeline
     from scalenas_tf.models.subnet import extract_subnet
     from scalenas_tf.models.subnet import load_subnet_weights
-    from scalenas_tf.models.supernet import ScaleNASSupernet
     from scalenas_tf.training.loop import train_loop
     from scalenas_tf.training.trainer import SupernetTrainer
 
@@ -59,12 +59,14 @@ def run(config: Any, workdir: str, strategy: str = "default", verbose="auto", lo
 
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
+    graph_optimizations = bool(train.get("graph_optimizations", True))
+    if not graph_optimizations:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     try:
         keras.utils.set_random_seed(config.seed)
         with dist.scope():
-            kwargs = config_lib.build_model_kwargs(config)
-            space = kwargs["space"]
-            supernet = ScaleNASSupernet(**kwargs)
+            supernet = config_lib.build_supernet(config)
+            space = supernet.space
             supernet.build((None, None, None, 3))
             teacher = None if train.teacher == "none" else train.teacher
             if train.teacher == "static":
@@ -111,6 +113,8 @@ def run(config: Any, workdir: str, strategy: str = "default", verbose="auto", lo
             supernet.save_weights(os.path.join(workdir, "supernet.weights.h5"))
     finally:
         keras.config.set_dtype_policy(previous_policy)
+        if not graph_optimizations:
+            tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": False})
     summary["workdir"] = workdir
     with open(os.path.join(workdir, "train_summary.json"), "w") as f:
         json.dump(summary, f, indent=2, sort_keys=True)

@@ -46,6 +46,9 @@ class SupernetTrainer(keras.Model):
             gradients (same sum; one supernet copy in the graph). `None` (default): when the sampler
             draws more than 4 subnets per step (e.g. `StrictFairSampler`). Not with `"inplace"`.
 
+    Training logs: `loss`, `task_loss`, `distill_loss` (epoch means of the step's summed subnet
+    losses) and `loss_spread`, the standard deviation of the step loss over the epoch's steps.
+
     Checkpoint it with weights (`save_weights`, `ModelCheckpoint(save_weights_only=True)`,
     `BackupAndRestore`); what outlives training is the supernet's weights.
 
@@ -104,6 +107,8 @@ class SupernetTrainer(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
         self.distill_loss_tracker = keras.metrics.Mean(name="distill_loss")
+        # Mean of the squared step loss, for `loss_spread` (the std of the step loss over the epoch).
+        self.loss_square_tracker = keras.metrics.Mean(name="loss_square")
         self.task_metrics = _task_metrics(supernet.task, supernet.num_classes)
 
     # === Keras plumbing ===
@@ -128,7 +133,9 @@ class SupernetTrainer(keras.Model):
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.task_loss_tracker, self.distill_loss_tracker] + self.task_metrics
+        return [self.loss_tracker, self.task_loss_tracker, self.distill_loss_tracker] + self.task_metrics + [
+            self.loss_square_tracker
+        ]
 
     def call(self, images, training=None):
         return self.supernet(images, arch=self._eval_vector, training=training)
@@ -174,7 +181,12 @@ class SupernetTrainer(keras.Model):
         self.loss_tracker.update_state(total)
         self.task_loss_tracker.update_state(task_sum)
         self.distill_loss_tracker.update_state(distill_sum)
-        return {m.name: m.result() for m in self.metrics[:3]}
+        self.loss_square_tracker.update_state(tf.square(total))
+        logs = {m.name: m.result() for m in self.metrics[:3]}
+        # One sampled path per step (SPOS), so this is the loss's spread across the paths trained
+        # this epoch (plus batch-to-batch noise).
+        logs["loss_spread"] = tf.sqrt(tf.maximum(self.loss_square_tracker.result() - tf.square(logs["loss"]), 0.0))
+        return logs
 
     def _add_subnet_loss(self, images, targets, vector, teacher_out, total, task_sum, distill_sum):
         out = self.supernet(images, arch=vector, training=True)
