@@ -100,9 +100,6 @@ def _cpu(config):
     config.train.update(
         steps=1200, steps_per_epoch=200, optimizer="adam", learning_rate=0.003, weight_decay=0.0,
         warmup_steps=50, sampler="spos",
-        # Grappler spends minutes on the first step of a 247-op supernet graph on 2 cores and
-        # gains nothing measurable per step at this size (README, SCARLET).
-        graph_optimizations=False,
     )
     # MAdds at 32x32: 0.27M (smallest) to 2.08M (largest); uniform paths 0.70-1.54M (median 1.11M).
     config.search.update(

@@ -387,7 +387,8 @@ class Fold:
     reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON-ready (`layers` as a list)."""
+        return {**dataclasses.asdict(self), "layers": list(self.layers)}
 
 
 def fold_plan(space: ScarletSpace, arch: ScarletArch) -> list[Fold]:

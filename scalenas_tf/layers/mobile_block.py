@@ -45,8 +45,12 @@ def extract_padded(conv, x, kernel=None):
 
 def clone_with(layer, x, weights=None):
     """A fresh standard-Keras copy of `layer` (same name and config) applied to `x`, holding `weights`
-    (default: `layer`'s own). Input channels follow `x`, so a folded kernel may change them."""
-    clone = getattr(layer, "static_class", layer.__class__).from_config(layer.get_config())
+    (default: `layer`'s own). Input channels follow `x`, so a folded kernel may change them; a
+    Conv2D's output channels follow the kernel given (a backward fold of a width-changing ELS)."""
+    config = layer.get_config()
+    if weights is not None and "filters" in config:
+        config["filters"] = int(np.shape(weights[0])[-1])
+    clone = getattr(layer, "static_class", layer.__class__).from_config(config)
     y = clone(x)
     clone.set_weights(layer.get_weights() if weights is None else weights)
     return y

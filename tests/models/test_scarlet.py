@@ -414,8 +414,11 @@ def test_validate_names_the_layer():
         space.validate(arch_with(10, IDENTITY))
     with pytest.raises(ArchError, match=r"choices\[5\]='K9E3': not a choice of this s2 space"):
         space.validate(arch_with(5, "K9E3"))
+    s1 = ScarletSpace(variant="s1")
+    se = list(s1.named("all_K3E3").choices)
+    se[7] = "K3E3+SE"
     with pytest.raises(ArchError, match=r"choices\[7\]='K3E3\+SE': not a choice of this s1 space"):
-        ScarletSpace(variant="s1").validate(arch_with(7, "K3E3+SE"))
+        s1.validate(ScarletArch(tuple(se)))
     with pytest.raises(ArchError, match=r"choices\[4\]='conv3x3'.*K<kernel>E<expand>"):
         space.validate(arch_with(4, "conv3x3"))
     with pytest.raises(ArchError, match="19 choices"):
