@@ -38,7 +38,7 @@ def choose_arch(config: Any, workdir: str, space, arch: str = "", budget: float 
         try:
             return space.named(arch), f"named arch {arch!r}"
         except ValueError as e:
-            raise ValueError(f"--arch must be a named arch or an arch JSON file. Not a file: {arch!r} ({e})") from None
+            raise ValueError(f"--arch must be a named arch or an arch JSON file. Not found: {arch!r} ({e})") from None
     if arch:
         return space.load_arch(arch), f"arch file {arch}"
     front_path = os.path.join(search_runner.search_dir(workdir), "pareto_front.json")
