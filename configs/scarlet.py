@@ -93,10 +93,11 @@ def _cpu(config):
     config.search_space.first_channels = 8
     config.search_space.head_channels = 128
     config.model = dict(task="cls", num_classes=4, input_size=(32, 32))
-    # Shapes whose primary object covers >= 25% of the side (at 32x32 the default 4% is one pixel),
-    # with at most one distractor.
-    config.data = dict(source="shapes", source_kwargs=dict(min_size=0.25, max_objects=2), batch_size=32, train_examples=8192,
-                       validation_examples=512)
+    # One shape covering >= 50% of the side (at 32x32 the default 4% is one pixel). Measured: the
+    # extracted largest path, trained alone for 600 steps, reaches 0.81 validation accuracy here; with
+    # up to 2 objects of >= 25%, a plain 3-layer CNN reached only 0.40 train accuracy in 600 steps.
+    config.data = dict(source="shapes", source_kwargs=dict(min_size=0.5, max_objects=1), batch_size=32,
+                       train_examples=8192, validation_examples=512)
     config.train.update(
         steps=1200, steps_per_epoch=200, optimizer="adam", learning_rate=0.003, weight_decay=0.0,
         warmup_steps=50, sampler="spos",
