@@ -3,9 +3,11 @@ r"""Exports a subnet of the trained supernet in --workdir to SavedModel and TFLi
   python bin/export.py --config=configs/quickstart.py --workdir=saved_models/quickstart
   python bin/export.py --config=configs/quickstart.py --workdir=saved_models/quickstart --budget=0.03
   python bin/export.py --config=configs/quickstart.py --workdir=saved_models/quickstart --arch=largest
+  python bin/export.py --config=configs/scarlet.py:cpu --workdir=saved_models/scarlet_cpu --arch=scarlet_c
 
 Without --arch the arch comes from the search's Pareto front (workdir/search/pareto_front.json): the
-best point, or the best point costing at most --budget (the search's cost unit: GMACs or M params).
+best point, or the best point costing at most --budget (the search's cost unit: GMACs or M params;
+MAdds in M for SCARLET). SCARLET exports fold the ELS convs and list the folds in metadata.json.
 Writes workdir/export/<name>/{saved_model/, model.tflite, metadata.json} and prints a summary.
 Exit codes: 0 ok; 1 bad flags or input; 2 parity failed (the files are kept for inspection).
 """
@@ -19,7 +21,8 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file[:variant].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training/search workdir.")
-_ARCH = flags.DEFINE_string("arch", None, "largest | smallest | hrnet | path to an arch JSON (default: config.export.arch).")
+_ARCH = flags.DEFINE_string("arch", None, "A named arch (largest, smallest; hrnet; scarlet_a/b/c, all_<choice>) or an arch JSON path "
+    "(default: config.export.arch).")
 _BUDGET = flags.DEFINE_float("budget", None, "Pick the best Pareto point costing at most this (default: config.export.budget).")
 _NAME = flags.DEFINE_string("name", None, "Subfolder of workdir/export (default: config.export.name or the arch hash).")
 

@@ -1,11 +1,15 @@
-r"""Searches the trained supernet in --workdir: ScaleNAS topology evolution and the random baseline.
+r"""Searches the trained supernet in --workdir: ScaleNAS topology evolution or, for a SCARLET config,
+SCARLET's constrained weighted NSGA-II; each beside a random baseline with the same budget.
 
   python bin/search.py --config=configs/quickstart.py --workdir=saved_models/quickstart
   python bin/search.py --config=configs/quickstart.py --workdir=saved_models/quickstart \
       --config.search.budget=400 --config.search.max_cost=0.05
+  python bin/search.py --config=configs/scarlet.py:cpu --workdir=saved_models/scarlet_cpu \
+      --config.search.generations=10
 
 Every evaluation is appended to workdir/search/evaluations.jsonl as it finishes; running the same
-command again continues where it stopped (a larger --config.search.budget extends a finished search).
+command again continues where it stopped (a larger --config.search.budget, or for NSGA-II a larger
+--config.search.generations, extends a finished search).
 Writes pareto_front.json/.csv, pareto.png and search_summary.json beside it.
 Exit codes: 0 ok; 1 bad config, missing supernet or an unusable search log (a message on stderr).
 """
