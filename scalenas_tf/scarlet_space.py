@@ -22,8 +22,6 @@ Reference:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import re
 from typing import Any
@@ -31,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from scalenas_tf.search_space import ArchError
+from scalenas_tf.search_space import EncodedArch
 
 SCARLET_ARCH_FORMAT = "scalenas_tf.scarlet_arch/v1"
 IDENTITY = "id"
@@ -84,16 +83,13 @@ def parse_choice(name: str) -> BlockChoice | None:
 
 
 @dataclasses.dataclass(frozen=True)
-class ScarletArch:
+class ScarletArch(EncodedArch):
     """One choice name per searchable layer, in network order."""
 
     choices: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": SCARLET_ARCH_FORMAT, "choices": list(self.choices)}
-
-    def to_json(self, indent: int | None = None) -> str:
-        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: Any) -> ScarletArch:
@@ -117,18 +113,6 @@ class ScarletArch:
                 raise ArchError(f"choices[{i}]: {e}") from None
         return cls(tuple(data))
 
-    @classmethod
-    def from_json(cls, text: str) -> ScarletArch:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ArchError(f"Arch is not valid JSON: {e}") from None
-        return cls.from_dict(data)
-
-    def hash(self) -> str:
-        """A stable 16-hex-digit digest of the canonical JSON."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclasses.dataclass(frozen=True)

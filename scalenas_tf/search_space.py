@@ -71,17 +71,34 @@ class ModuleArch:
         return {"depths": list(self.depths), "fusion": [[list(b) for b in t] for t in self.fusion]}
 
 
+class EncodedArch:
+    """JSON and hashing shared by the arch encodings: subclasses give `to_dict` and `from_dict`."""
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ArchError(f"Arch is not valid JSON: {e}") from None
+        return cls.from_dict(data)
+
+    def hash(self) -> str:
+        """A stable 16-hex-digit digest of the canonical JSON (same arch, same hash, any process)."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
 @dataclasses.dataclass(frozen=True)
-class ScaleNASArch:
+class ScaleNASArch(EncodedArch):
     """A ScaleNAS architecture: one `ModuleArch` per module, in network order."""
 
     modules: tuple[ModuleArch, ...]
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": ARCH_FORMAT, "modules": [m.to_dict() for m in self.modules]}
-
-    def to_json(self, indent: int | None = None) -> str:
-        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: Any) -> ScaleNASArch:
@@ -104,18 +121,6 @@ class ScaleNASArch:
             modules.append(ModuleArch(depths, fusion))
         return cls(tuple(modules))
 
-    @classmethod
-    def from_json(cls, text: str) -> ScaleNASArch:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ArchError(f"Arch is not valid JSON: {e}") from None
-        return cls.from_dict(data)
-
-    def hash(self) -> str:
-        """A stable 16-hex-digit digest of the canonical JSON (same arch, same hash, any process)."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclasses.dataclass(frozen=True)

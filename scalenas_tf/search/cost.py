@@ -24,16 +24,8 @@ from scalenas_tf.search_space import ScaleNASArch
 from scalenas_tf.search_space import ScaleNASSpace
 
 
-@dataclasses.dataclass(frozen=True)
-class Cost:
-    """Params and MACs of one network at one input size."""
-
-    params: int
-    macs: int
-    live_params: int
-    live_macs: int
-    live_bn_channels: int
-    input_size: tuple[int, int]
+class MacUnits:
+    """MAC conversions shared by the cost records (each has a `macs` field)."""
 
     @property
     def gmacs(self) -> float:
@@ -44,6 +36,18 @@ class Cost:
     def gflops_hrnet(self) -> float:
         """MACs / 2**30, the "GFLOPs" printed by the HRNet and ScaleNAS papers."""
         return self.macs / 2**30
+
+
+@dataclasses.dataclass(frozen=True)
+class Cost(MacUnits):
+    """Params and MACs of one network at one input size."""
+
+    params: int
+    macs: int
+    live_params: int
+    live_macs: int
+    live_bn_channels: int
+    input_size: tuple[int, int]
 
     @property
     def keras_count_params(self) -> int:

@@ -25,11 +25,12 @@ from scalenas_tf.scarlet_space import ScarletArch
 from scalenas_tf.scarlet_space import ScarletSpace
 from scalenas_tf.scarlet_space import fold_plan
 from scalenas_tf.scarlet_space import parse_choice
+from scalenas_tf.search.cost import MacUnits
 from scalenas_tf.search_space import ArchError
 
 
 @dataclasses.dataclass(frozen=True)
-class ScarletCost:
+class ScarletCost(MacUnits):
     """Params and MACs of one SCARLET network at one input size.
 
     Attributes:
@@ -61,16 +62,6 @@ class ScarletCost:
     def madds_m(self) -> float:
         """MACs / 1e6, the "MAdds (M)" of the mobile NAS papers (SCARLET, FairNAS, EfficientNet)."""
         return self.macs / 1e6
-
-    @property
-    def gmacs(self) -> float:
-        """MACs / 1e9."""
-        return self.macs / 1e9
-
-    @property
-    def gflops_hrnet(self) -> float:
-        """MACs / 2**30, the "GFLOPs" printed by the HRNet and ScaleNAS papers."""
-        return self.macs / 2**30
 
     def to_dict(self) -> dict:
         """JSON-able summary (the per-layer breakdown is left out)."""

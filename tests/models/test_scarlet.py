@@ -442,8 +442,8 @@ def test_extract_and_call_reject_an_arch_outside_the_space():
 
 def test_print_parity_figures():
     """Runs last in this file: prints every case's max abs diff (see them with `pytest -s`)."""
-    if not PARITY:
-        pytest.skip("no parity case ran")
+    if not PARITY:  # run on its own (e.g. with -k): measure one case so the bound is still checked
+        test_scarlet_c_folds_backward()
     width = max(len(k) for k in PARITY)
     for case, diff in PARITY.items():
         print(f"{case:<{width}}  {diff:.3g}")
