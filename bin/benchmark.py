@@ -1,4 +1,4 @@
-r"""Benchmarks the supernet's compiled forward or train step against extracted static models.
+r"""Benchmarks any family's supernet (compiled forward or train step) against extracted static models.
 
   python bin/benchmark.py --config=configs/scalenas_seg.py:w16 --input_size=256x512 --batch=2
   python bin/benchmark.py --what=train_step --config=configs/shapes_seg.py
@@ -22,6 +22,8 @@ import time
 from absl import app
 from absl import flags
 from ml_collections import config_flags
+
+from scalenas_tf import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file[:variant].")
 _INPUT_SIZE = flags.DEFINE_string("input_size", "256x256", "HEIGHTxWIDTH of the benchmark input.")
@@ -58,25 +60,33 @@ def main(argv):
     return _forward_benchmark()
 
 
+def _experiment():
+    from scalenas_tf.experiment import Experiment
+
+    return Experiment.from_config(_CONFIG.value)
+
+
+def _peak_rss_mb():
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def _forward_benchmark():
+    import numpy as np
     import tensorflow as tf
 
-    from scalenas_tf import config as config_lib
-    from scalenas_tf.models.subnet import extract_subnet
-    from scalenas_tf.models.supernet import ScaleNASSupernet
-    from scalenas_tf.models.supernet import random_arch_vectors
-    from scalenas_tf.search import cost
+    from scalenas_tf.config import parse_input_size
+    from scalenas_tf.models.extraction import extract_subnet
 
     try:
-        config_lib.validate(_CONFIG.value)
-        size = config_lib.parse_input_size(_INPUT_SIZE.value)
+        experiment = _experiment()
+        size = parse_input_size(_INPUT_SIZE.value)
     except ValueError as e:
         print(f"benchmark.py: error: {e}", file=sys.stderr)
         return 1
-    config = _CONFIG.value
-    kwargs = config_lib.build_model_kwargs(config)
-    space = kwargs["space"]
-    net = ScaleNASSupernet(**kwargs)
+    family, space, model = experiment.family, experiment.space, experiment.model
+    net = experiment.build_supernet()
     net.build((None, None, None, 3))
     x = tf.random.normal((_BATCH.value, *size, 3))
     forward = tf.function(lambda images, vector: net(images, arch=vector, training=False))
@@ -84,19 +94,21 @@ def _forward_benchmark():
     start = time.perf_counter()
     forward(x, tf.constant(space.to_vector(space.largest()))).numpy()
     trace_s = time.perf_counter() - start
-    for vector in random_arch_vectors(space, _NUM_ARCHS.value, seed=0):
-        forward(x, tf.constant(vector)).numpy()
-    result = {"trace_and_first_call_s": round(trace_s, 2), "traces": forward.experimental_get_tracing_count()}
+    rng = np.random.default_rng(0)
+    for _ in range(_NUM_ARCHS.value):
+        forward(x, tf.constant(space.to_vector(space.sample(rng)))).numpy()
+    result = {"space": family.name, "trace_and_first_call_s": round(trace_s, 2),
+              "traces": forward.experimental_get_tracing_count()}
     print(f"one tf.function over {_NUM_ARCHS.value + 1} archs: {result['traces']} trace(s), first call {trace_s:.1f} s")
 
-    for name in ("smallest", "hrnet", "largest"):
+    for name in dict.fromkeys(("smallest", family.default_arch, "largest")):
         arch = space.named(name)
         vector = tf.constant(space.to_vector(arch))
         static = extract_subnet(net, arch, input_size=size)
         static_fn = tf.function(lambda images, m=static: m(images, training=False))
         t_super = _best_time(lambda: forward(x, vector).numpy(), _REPEATS.value)
         t_static = _best_time(lambda: static_fn(x).numpy(), _REPEATS.value)
-        macs = cost.count(space, arch, config.model.task, config.model.num_classes, size).live_macs
+        macs = family.count(space, arch, model.task, model.num_classes, size).macs
         result[name] = {
             "supernet_ms": round(1e3 * t_super, 2),
             "static_ms": round(1e3 * t_static, 2),
@@ -107,47 +119,47 @@ def _forward_benchmark():
             f"{name:>8}: supernet {1e3 * t_super:8.2f} ms  static {1e3 * t_static:8.2f} ms  "
             f"ratio {t_super / t_static:.3f}  {macs / 1e9:.3f} GMACs/image"
         )
+    result["peak_rss_mb"] = _peak_rss_mb()
     print(json.dumps(result, sort_keys=True))
     return 0
 
 
 def _train_step_benchmark():
-    import numpy as np
     import keras
+    import numpy as np
 
-    from scalenas_tf import config as config_lib
     from scalenas_tf.data import pipeline
-    from scalenas_tf.models.subnet import extract_subnet
-    from scalenas_tf.models.supernet import ScaleNASSupernet
+    from scalenas_tf.models.extraction import extract_subnet
     from scalenas_tf.training import losses
     from scalenas_tf.training.sampler import FeedSampler
     from scalenas_tf.training.trainer import SupernetTrainer
 
-    config = _CONFIG.value
     try:
-        config_lib.validate(config)
-        config_lib.build_optimizer(config.train)
-        size = config_lib.parse_input_size(config.model.input_size)
+        experiment = _experiment()
+        train, data = experiment.require("train"), experiment.require("data")
+        experiment.build_optimizer()
     except ValueError as e:
         print(f"benchmark.py: error: {e}", file=sys.stderr)
         return 1
-    task = config.model.task
-    precision = _PRECISION.value or config.train.get("precision", "float32")
+    space, model = experiment.space, experiment.model
+    task, size = model.task, model.input_size
+    precision = _PRECISION.value or train.precision
     keras.config.set_dtype_policy(precision)
-    kwargs = config_lib.build_model_kwargs(config)
-    space = kwargs["space"]
-    keras.utils.set_random_seed(config.seed)
-    data = pipeline.make_dataset(task, "train", config.data.batch_size, size, source=config.data.source, seed=config.seed)
-    images, targets = next(iter(data))
+    keras.utils.set_random_seed(experiment.seed)
+    dataset = pipeline.make_dataset(task, "train", data.batch_size, size, source=data.source, seed=experiment.seed,
+                                    source_kwargs=data.source_kwargs)
+    images, targets = next(iter(dataset))
     task_loss = losses.task_loss(task)
-    result = {"config": {"batch": int(config.data.batch_size), "input_size": list(size), "optimizer": config.train.optimizer, "precision": precision}}
+    result = {"space": experiment.family.name,
+              "config": {"batch": int(data.batch_size), "input_size": list(size), "optimizer": train.optimizer,
+                         "precision": precision}}
 
     # 1. The config's sampler through Keras fit: one trace for every sampled subnet.
-    net = ScaleNASSupernet(**kwargs)
-    trainer = SupernetTrainer(net, sampler=config_lib.build_sampler(config, space), teacher=None)
-    trainer.compile(optimizer=config_lib.build_optimizer(config.train))
+    net = experiment.build_supernet()
+    trainer = SupernetTrainer(net, sampler=experiment.build_sampler(), teacher=None)
+    trainer.compile(optimizer=experiment.build_optimizer())
     start = time.perf_counter()
-    trainer.fit(data, epochs=1, steps_per_epoch=_SAMPLED_STEPS.value, verbose=2)
+    trainer.fit(dataset, epochs=1, steps_per_epoch=_SAMPLED_STEPS.value, verbose=2)
     result["sampled_steps"] = _SAMPLED_STEPS.value
     result["sampled_fit_s"] = round(time.perf_counter() - start, 1)
     result["train_function_traces"] = trainer.train_step_traces
@@ -156,18 +168,18 @@ def _train_step_benchmark():
     # 2. Per arch: the one compiled supernet step vs the static model of that arch.
     feed = FeedSampler(space)
     timed = SupernetTrainer(net, sampler=feed, teacher=None)
-    timed.compile(optimizer=config_lib.build_optimizer(config.train))
+    timed.compile(optimizer=experiment.build_optimizer())
     start = time.perf_counter()
     timed.train_on_batch(images, targets)
     result["supernet_first_step_s"] = round(time.perf_counter() - start, 1)
-    rng = np.random.default_rng(config.seed)
+    rng = np.random.default_rng(experiment.seed)
     records = []
     for i in range(_NUM_ARCHS.value):
-        arch = space.sample(rng, fusion_prob=float(rng.choice([0.2, 0.5, 0.8])))
+        arch = space.sample(rng)
         feed.set(arch)
         t_super = _median_time(lambda: timed.train_on_batch(images, targets), _REPEATS.value)
         static = extract_subnet(net, arch, input_size=size)
-        static.compile(optimizer=config_lib.build_optimizer(config.train), loss=task_loss)
+        static.compile(optimizer=experiment.build_optimizer(), loss=task_loss)
         start = time.perf_counter()
         static.train_on_batch(images, targets)
         first = time.perf_counter() - start
@@ -187,6 +199,7 @@ def _train_step_benchmark():
     result["ratio_max"] = round(float(np.max(ratios)), 3)
     result["train_function_traces_after_feeding"] = timed.train_step_traces
     result["retrace_per_arch_step_s_median"] = round(float(np.median([r["static_first_step_s"] for r in records])), 2)
+    result["peak_rss_mb"] = _peak_rss_mb()
     print(json.dumps(result, sort_keys=True))
     return 0
 
@@ -197,5 +210,4 @@ def _median_time(fn, repeats):
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config"])
-    app.run(main)
+    cli.run(main, "benchmark.py", required=["config"])

@@ -17,12 +17,12 @@ Exit codes: 0 ok; 1 bad flags or bad input (a one-line message on standard error
 """
 
 import json
-import sys
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from scalenas_tf import cli
 from scalenas_tf.runners import cost as cost_runner
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file[:variant], e.g. configs/scalenas_pose.py:w32.")
@@ -49,24 +49,19 @@ _AS_EXTRACTED = flags.DEFINE_bool(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    try:
-        summary = cost_runner.run(
-            _CONFIG.value,
-            arch=_ARCH.value,
-            official_mask=_OFFICIAL_MASK.value,
-            input_size=_INPUT_SIZE.value,
-            extract=_EXTRACT.value,
-            allow_pickle=_ALLOW_PICKLE.value,
-            as_extracted=_AS_EXTRACTED.value,
-        )
-    except (ValueError, OSError) as e:  # ArchError is a ValueError
-        print(f"cost.py: error: {e}", file=sys.stderr)
-        return 1
+    summary = cost_runner.run(
+        _CONFIG.value,
+        arch=_ARCH.value,
+        official_mask=_OFFICIAL_MASK.value,
+        input_size=_INPUT_SIZE.value,
+        extract=_EXTRACT.value,
+        allow_pickle=_ALLOW_PICKLE.value,
+        as_extracted=_AS_EXTRACTED.value,
+    )
     print(cost_runner.format_report(summary))
     print(json.dumps(summary, sort_keys=True))
     return 0
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config"])
-    app.run(main)
+    cli.run(main, "cost.py", required=["config"])

@@ -13,11 +13,12 @@ Exit codes: 0 ok; 1 bad flags or input; 2 parity failed (the files are kept for 
 """
 
 import json
-import sys
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
+
+from scalenas_tf import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file[:variant].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training/search workdir.")
@@ -30,23 +31,11 @@ _NAME = flags.DEFINE_string("name", None, "Subfolder of workdir/export (default:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from scalenas_tf.export.parity import ParityError
     from scalenas_tf.runners import export as export_runner
     from scalenas_tf.runners import search as search_runner
 
-    config = _CONFIG.value
-    export = config.get("export", {})
-    arch = _ARCH.value if _ARCH.value is not None else export.get("arch", "")
-    budget = _BUDGET.value if _BUDGET.value is not None else export.get("budget")
-    name = _NAME.value if _NAME.value is not None else export.get("name", "")
-    try:
-        summary = export_runner.run(config, _WORKDIR.value, arch=arch, budget=budget, name=name)
-    except ParityError as e:
-        print(f"export.py: parity failed: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, OSError) as e:
-        print(f"export.py: error: {e}", file=sys.stderr)
-        return 1
+    # None: the config's export settings decide.
+    summary = export_runner.run(_CONFIG.value, _WORKDIR.value, arch=_ARCH.value, budget=_BUDGET.value, name=_NAME.value)
     search_summary = search_runner.load_summary(_WORKDIR.value)
     if search_summary is not None:
         print(search_runner.format_summary(search_summary))
@@ -57,5 +46,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    cli.run(main, "export.py", required=["config", "workdir"])

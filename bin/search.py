@@ -15,11 +15,12 @@ Exit codes: 0 ok; 1 bad config, missing supernet or an unusable search log (a me
 """
 
 import json
-import sys
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
+
+from scalenas_tf import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file[:variant] with a `search` section.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training workdir (holds supernet.weights.h5).")
@@ -29,18 +30,12 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     from scalenas_tf.runners import search as search_runner
-    from scalenas_tf.search.state import SearchStateError
 
-    try:
-        summary = search_runner.run(_CONFIG.value, _WORKDIR.value)
-    except (ValueError, OSError, SearchStateError) as e:
-        print(f"search.py: error: {e}", file=sys.stderr)
-        return 1
+    summary = search_runner.run(_CONFIG.value, _WORKDIR.value)
     print(search_runner.format_summary(summary))
     print(json.dumps({k: summary[k] for k in ("metric", "cost_unit", "budget", "seconds", "workdir")}, sort_keys=True))
     return 0
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    cli.run(main, "search.py", required=["config", "workdir"])

@@ -1,4 +1,4 @@
-r"""Trains a ScaleNAS supernet (sampled subnets, distillation) and writes checkpoints and logs.
+r"""Trains the supernet of a config (any registered family: sampled subnets, distillation) and writes checkpoints and logs.
 
   python bin/train_supernet.py --config=configs/shapes_seg.py --workdir=/tmp/shapes_seg
   python bin/train_supernet.py --config=configs/shapes_seg.py --workdir=/tmp/shapes_seg --strategy=mirrored
@@ -16,6 +16,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from scalenas_tf import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file[:variant].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and the trained weights.")
 _STRATEGY = flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"], "tf.distribute strategy.")
@@ -31,15 +33,10 @@ def main(argv):
         distribute.get_strategy("multi_worker")
     from scalenas_tf.runners import train as train_runner
 
-    try:
-        summary = train_runner.run(_CONFIG.value, _WORKDIR.value, strategy=_STRATEGY.value)
-    except (ValueError, OSError) as e:
-        print(f"train_supernet.py: error: {e}", file=sys.stderr)
-        return 1
+    summary = train_runner.run(_CONFIG.value, _WORKDIR.value, strategy=_STRATEGY.value)
     print(json.dumps(summary, sort_keys=True))
     return 0
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    cli.run(main, "train_supernet.py", required=["config", "workdir"])

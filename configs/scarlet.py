@@ -70,8 +70,8 @@ def get_config(arg=None):
         population=70,
         generations=120,
         weights=(0.4, 0.4, 0.2),
-        madds_max=500.0,
-        acc_min=0.4,
+        max_cost=500.0,
+        min_metric=0.4,
         num_outputs=10,
         seed=0,
         calibration_batches=20,
@@ -104,6 +104,6 @@ def _cpu(config):
     )
     # MAdds at 32x32: 0.27M (smallest) to 2.08M (largest); uniform paths 0.70-1.54M (median 1.11M).
     config.search.update(
-        population=20, generations=5, madds_max=1.2, acc_min=0.3, num_outputs=5,
+        population=20, generations=5, max_cost=1.2, min_metric=0.3, num_outputs=5,
         calibration_batches=2, calibration_batch_size=64, validation_examples=512, batch_size=128,
     )

@@ -35,7 +35,7 @@ class SubnetEvaluator:
     """Scores archs of one trained supernet.
 
     Args:
-        supernet: a `ScaleNASSupernet` with trained weights. Its BN statistics are recalibrated in
+        supernet: a `Supernet` of any family with trained weights. Its BN statistics are recalibrated in
             place for each arch (the statistics of layers an arch does not run are left as they are).
         calibration_batches: list of `(images, targets)` (training data) for BN recalibration.
         validation_batches: list of `(images, targets)` for the metric.
@@ -107,3 +107,25 @@ class SubnetEvaluator:
             constant = int(np.bincount(labels, minlength=self.num_classes).argmax())
         total = sum(metrics.constant_statistic(self.task, self.num_classes, t, constant) for _, t in self.validation_batches)
         return {"metric": metrics.metric_from_statistic(self.task, total), "metric_name": self.metric_name, "constant": constant}
+
+
+def make_evaluator(experiment, supernet) -> SubnetEvaluator:
+    """A `SubnetEvaluator` on the experiment's calibration (train split) and validation batches."""
+    from scalenas_tf.data import pipeline
+
+    search, data, model = experiment.require("search"), experiment.require("data"), experiment.model
+    calibration = pipeline.make_dataset(
+        model.task, "train", search.calibration_batch_size, model.input_size, source=data.source,
+        seed=experiment.seed, shuffle=False, repeat=False, drop_remainder=True,
+        num_examples=search.calibration_batches * search.calibration_batch_size, source_kwargs=data.source_kwargs,
+    )
+    validation = pipeline.make_dataset(
+        model.task, "validation", search.batch_size, model.input_size, source=data.source, seed=experiment.seed,
+        num_examples=search.validation_examples, source_kwargs=data.source_kwargs,
+    )
+    return SubnetEvaluator(
+        supernet,
+        take_batches(calibration, search.calibration_batches, "calibration data"),
+        take_batches(validation, -(-search.validation_examples // search.batch_size), "validation data"),
+        recalibrate=search.recalibrate,
+    )

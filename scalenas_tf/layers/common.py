@@ -5,6 +5,7 @@ of them (same name, same config, copied weights), so it loads and serves without
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 # PyTorch BatchNorm2d defaults (momentum 0.1 on the new value, eps 1e-5), as in the HRNet code.
@@ -15,7 +16,7 @@ BN_EPSILON = 1e-5
 def conv2d(filters, kernel_size, strides=1, use_bias=False, name=None):
     """A Conv2D with PyTorch's `padding=k // 2`: "same" at stride 1; stride 2 pads explicitly.
 
-    Stride-2 convs are "valid" after a symmetric 1-pixel zero pad (see `strided_pad`): Keras "same"
+    Stride-2 convs are "valid" after a symmetric 1-pixel zero pad (see `call_padded`): Keras "same"
     pads only bottom/right for even inputs, which would not match the reference networks.
     """
     return keras.layers.Conv2D(
@@ -66,30 +67,50 @@ def batch_norm(name=None):
     return SupernetBatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 
-def strided_pad(x):
-    """The symmetric pad of a 3x3 stride-2 conv (PyTorch `padding=1`)."""
-    return keras.ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+def depthwise(kernel_size, strides, name):
+    """A DepthwiseConv2D with PyTorch's symmetric `k // 2` pad ("same" at stride 1, explicit at 2)."""
+    return keras.layers.DepthwiseConv2D(
+        kernel_size, strides=strides, padding="same" if strides == 1 else "valid", use_bias=False,
+        depthwise_initializer="he_normal", name=name,
+    )
 
 
-def apply_clone(layer, x):
-    """Applies a fresh copy of `layer` (same name, config and weights) to the KerasTensor `x`."""
-    clone = getattr(layer, "static_class", layer.__class__).from_config(layer.get_config())
+def pad_for(conv):
+    """The explicit symmetric pad a strided conv of `conv2d`/`depthwise` needs (0 at stride 1)."""
+    return conv.kernel_size[0] // 2 if conv.strides[0] != 1 else 0
+
+
+def call_padded(conv, x):
+    """Calls a conv of `conv2d`/`depthwise` in the supernet, padding symmetrically first at stride 2."""
+    pad = pad_for(conv)
+    if pad:
+        x = keras.ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    return conv(x)
+
+
+def clone_layer(layer, x, weights=None):
+    """Applies a fresh standard-Keras copy of `layer` (same name and config) to the KerasTensor `x`.
+
+    The copy holds `weights` (default: `layer`'s own). Input channels follow `x`, so a folded kernel
+    may change them; a Conv2D's output channels follow the kernel given (a backward ELS fold that
+    changes the width).
+    """
+    config = layer.get_config()
+    if weights is not None and "filters" in config:
+        config["filters"] = int(np.shape(weights[0])[-1])
+    clone = getattr(layer, "static_class", layer.__class__).from_config(config)
     y = clone(x)
-    clone.set_weights(layer.get_weights())
+    clone.set_weights(layer.get_weights() if weights is None else weights)
     return y
 
 
-def apply_conv_clone(conv, x):
-    """`apply_clone` for a conv from `conv2d`, adding the explicit pad for stride 2."""
-    if conv.strides[0] != 1:
-        x = keras.layers.ZeroPadding2D(1, name=f"{conv.name}_pad")(x)
-    return apply_clone(conv, x)
-
-
-def call_conv(conv, x):
-    if conv.strides[0] != 1:
-        x = strided_pad(x)
-    return conv(x)
+def clone_padded(conv, x, kernel=None):
+    """`clone_layer` for a conv of `conv2d`/`depthwise`: an explicit ZeroPadding2D first at stride 2;
+    `kernel` replaces its kernel."""
+    pad = pad_for(conv)
+    if pad:
+        x = keras.layers.ZeroPadding2D(pad, name=f"{conv.name}_pad")(x)
+    return clone_layer(conv, x, None if kernel is None else [kernel])
 
 
 def channels_shape(channels):

@@ -1,147 +1,61 @@
-"""The ScaleNAS supernet: a keras.Model whose `call(images, arch)` runs any subnet of the space."""
+"""The contract every family's supernet honours: what the trainer, sparse updates and BN recalibration use."""
 
-import dataclasses
+from __future__ import annotations
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from scalenas_tf import tasks
-from scalenas_tf.layers.hr_module import HRModule
-from scalenas_tf.layers.stem import Stem
-from scalenas_tf.layers.transition import Transition
-from scalenas_tf.models import heads
-from scalenas_tf.search_space import ArchError
-from scalenas_tf.search_space import ScaleNASArch
-from scalenas_tf.search_space import ScaleNASSpace
+from scalenas_tf.arch import ArchError
+from scalenas_tf.arch import EncodedArch
 
 
-@keras.saving.register_keras_serializable(package="scalenas")
-class ScaleNASSupernet(keras.Model):
-    """Weight-sharing supernet over a `ScaleNASSpace`, with a classification, segmentation or pose head.
+class Supernet(keras.Model):
+    """Base of the weight-sharing supernets: `call(images, arch=None, training=None)` runs any subnet.
 
-    The architecture is an int tensor (`ScaleNASSpace.to_vector`), so inside a `tf.function` one
-    trace serves every subnet; blocks and fusion edges sit in `tf.cond`, so only the chosen ones run.
+    The arch is an int32 vector (`space.to_vector(arch)`), so inside a `tf.function` one trace serves
+    every subnet, and only the layers the arch chooses run (`tf.cond` / `tf.switch_case` inside the
+    layers). Subclasses set `space`, `task` and `num_classes` in `__init__`, and implement:
 
-    Args:
-        space: `ScaleNASSpace` or the dict of its fields.
-        task: `"cls"`, `"seg"` or `"pose"`.
-        num_classes: int. Classes, or joints for pose.
+    - `call(images, arch=None, training=None)`: the head's output for `arch`.
+    - `gated_layers(arch)`: `(layer, on)` for every layer that only some archs run, `on` a scalar
+      bool tensor; layers not listed run for every arch. Sparse updates and BN recalibration rely on
+      it, in graph, for any arch tensor.
+    - `check_arch(vector)`: the vector, with an in-graph assertion that it lies inside the space
+      (the message names the module or layer and the bad value).
 
-    Call arguments:
-        images: float tensor `(batch, h, w, 3)`.
-        arch: `None` (the largest arch), a `ScaleNASArch`, or an int tensor of shape
-            `(space.vector_size,)`.
-        training: bool.
-
-    Example:
-    >>> space = ScaleNASSpace(width=8, num_modules=(1, 1, 1))
-    >>> net = ScaleNASSupernet(space, task="seg", num_classes=19)
-    >>> net(np.zeros((1, 64, 64, 3), "float32"), arch=space.smallest()).shape
-    TensorShape([1, 16, 16, 19])
-
-    Reference:
-        Cheng et al., "ScaleNAS: One-Shot Learning of Scale-Aware Representations for Visual
-        Recognition", AutoML-Conf 2022.
+    `arch_tensor(arch)` turns `None` (the largest arch), an encoded arch of the space, or an int
+    array/tensor into the checked int32 vector.
     """
 
-    def __init__(self, space, task="seg", num_classes=19, **kwargs):
-        kwargs.setdefault("name", "scalenas_supernet")
-        super().__init__(**kwargs)
-        if isinstance(space, dict):
-            space = ScaleNASSpace(**space)
-        if not isinstance(space, ScaleNASSpace):
-            raise TypeError(f"`space` must be a ScaleNASSpace or a dict of its fields. Received: {type(space).__name__}")
-        tasks.validate_task(task, num_classes)
-        self.space = space
-        self.task = task
-        self.num_classes = num_classes
-        channels = space.branch_channels()
-
-        # === Layers ===
-        self.stem = Stem(space.stem_channels, space.layer1_blocks, name="stem")
-        self.transitions, self.hr_modules = [], []
-        prev = (self.stem.out_channels,)
-        for stage, module, branches in space.module_layout():
-            if module == 0:
-                self.transitions.append(Transition(prev, channels[:branches], name=f"trans{stage}"))
-                prev = channels[:branches]
-            self.hr_modules.append(HRModule(channels[:branches], space.depth_choices, name=f"s{stage}m{module}"))
-        self.head = heads.make_head(task, channels, num_classes)
-
-        # Static slices of the arch vector, one per module.
-        self._slices, offset = [], 0
-        for _, _, branches in space.module_layout():
-            size = space.module_vector_size(branches)
-            self._slices.append((offset, offset + size))
-            offset += size
-        self._largest_vector = space.to_vector(space.largest())
-
-    def build(self, input_shape=None):
-        self.stem.build((None, None, None, 3))
-        for t in self.transitions:
-            t.build(None)
-        for m in self.hr_modules:
-            m.build(None)
-        self.head.build(None)
-        self.built = True
+    space = None
 
     def arch_tensor(self, arch=None):
-        """The int32 arch vector for `arch` (None, a ScaleNASArch, or an int array/tensor)."""
+        """The checked int32 arch vector for `arch` (None, an arch of the space, or an int array/tensor)."""
         if arch is None:
-            return tf.constant(self._largest_vector)
-        if isinstance(arch, ScaleNASArch):
+            return tf.constant(self.space.to_vector(self.space.largest()))
+        if isinstance(arch, EncodedArch):
             return tf.constant(self.space.to_vector(arch))
-        if isinstance(arch, (dict, str)):
-            raise ArchError(f"`arch` must be None, a ScaleNASArch or an int vector. Received: {type(arch).__name__}")
-        vector = tf.convert_to_tensor(arch, dtype=tf.int32)
+        if isinstance(arch, (dict, str)) or (
+            isinstance(arch, (list, tuple)) and not all(isinstance(v, (int, np.integer)) for v in arch)
+        ):
+            raise ArchError(
+                f"`arch` must be None, a {type(self.space.largest()).__name__} or an int vector. "
+                f"Received: {type(arch).__name__}"
+            )
+        try:
+            vector = tf.convert_to_tensor(arch, dtype=tf.int32)
+        except (TypeError, ValueError) as e:
+            raise ArchError(f"`arch` must be an int vector of shape ({self.space.vector_size},). Received: {e}") from None
         if vector.shape.rank != 1 or (vector.shape[0] is not None and vector.shape[0] != self.space.vector_size):
             raise ArchError(
                 f"An arch vector has shape ({self.space.vector_size},) for this space. Received: shape={vector.shape}"
             )
+        return self.check_arch(vector)
+
+    def check_arch(self, vector):
+        """`vector`, asserted to lie inside the space (subclasses add the checks)."""
         return vector
 
-    def features(self, images, arch=None, training=None):
-        """The multi-resolution features of the last module (a list, one tensor per branch)."""
-        vector = self.arch_tensor(arch)
-        x = self.stem(images, training=training)
-        xs, t = [x], 0
-        for (stage, module, _), hr_module, (lo, hi) in zip(self.space.module_layout(), self.hr_modules, self._slices):
-            if module == 0:
-                xs = self.transitions[t](xs, training=training)
-                t += 1
-            xs = hr_module(xs, vector[lo:hi], training=training)
-        return xs
-
     def gated_layers(self, arch=None):
-        """`(layer, on)` for every block and fusion edge that only some archs run.
-
-        `on` is a scalar bool tensor (true when `arch` runs the layer); layers not listed run for
-        every arch. Used by sparse updates and BN recalibration, in graph, for any arch tensor.
-        """
-        vector = self.arch_tensor(arch)
-        gated = []
-        for hr_module, (lo, hi) in zip(self.hr_modules, self._slices):
-            gated.extend(hr_module.gated_layers(vector[lo:hi]))
-        return gated
-
-    def call(self, images, arch=None, training=None):
-        return self.head(self.features(images, arch, training=training), training=training)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {"space": dataclasses.asdict(self.space), "task": self.task, "num_classes": self.num_classes}
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        return cls(**config)
-
-
-def random_arch_vectors(space, num, seed=0, fusion_prob=0.5):
-    """`num` random arch vectors (an int32 array `(num, vector_size)`), for tests and benchmarks."""
-    rng = np.random.default_rng(seed)
-    return np.stack([space.to_vector(space.sample(rng, fusion_prob)) for _ in range(num)])
+        raise NotImplementedError(f"{type(self).__name__} must implement gated_layers(arch)")

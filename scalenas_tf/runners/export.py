@@ -9,47 +9,47 @@ arch (named, a JSON file, or the Pareto point of `workdir/search/` best within a
   metadata.json    arch, cost, metric (supernet, SavedModel, TFLite), parity, source checkpoint, versions
 Parity runs on the whole validation split the search used: the SavedModel in a separate process that
 never imports scalenas_tf, the TFLite file under LiteRT, both against the supernet. Export fails
-(`ParityError`) when an output differs by more than `parity_atol * max(1, max |output|)`.
+(`ParityError`) when an output differs by more than `parity_atol * max(1, max |output|)`; then nothing
+is replaced and the report is kept as `workdir/export/<name>.parity_failed.json`. Everything is built
+in a hidden staging directory beside the final one and moved into place only once it passed.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import os
-import shutil
 import time
 from typing import Any
 
 import numpy as np
 
-from scalenas_tf import config as config_lib
-from scalenas_tf.runners import search as search_runner
+from scalenas_tf import workdir as workdir_lib
+from scalenas_tf.evaluation.metrics import METRIC_NAMES
+from scalenas_tf.experiment import Experiment
 
-NAMED = ("largest", "smallest", "hrnet")
 
-
-def choose_arch(config: Any, workdir: str, space, arch: str = "", budget: float | None = None):
-    """`(arch, how)`: a named arch, an encoding JSON file, or the search front's best point within
+def choose_arch(experiment: Experiment, workdir: workdir_lib.Workdir, arch: str = "", budget: float | None = None):
+    """`(arch, how)`: a named arch, an arch JSON file, or the search front's best point within
     `budget` (cost unit of the search), or its best point overall."""
     if arch and budget is not None:
         raise ValueError(f"Give an arch or a budget, not both. Received: arch={arch!r}, budget={budget}")
-    if arch and not os.path.exists(arch):
-        try:
-            return space.named(arch), f"named arch {arch!r}"
-        except ValueError as e:
-            raise ValueError(f"--arch must be a named arch or an arch JSON file. Not found: {arch!r} ({e})") from None
+    family, space = experiment.family, experiment.space
     if arch:
-        return space.load_arch(arch), f"arch file {arch}"
-    front_path = os.path.join(search_runner.search_dir(workdir), "pareto_front.json")
+        chosen, label = family.resolve_arch(space, arch)
+        kind = "arch file" if os.path.isfile(arch) else "named arch"
+        return chosen, f"{kind} {label!r}"
+    front_path = workdir.pareto_json
     if not os.path.exists(front_path):
         raise ValueError(
             f"No search results at {front_path}. Run bin/search.py with this --workdir first, or pass --arch"
         )
-    with open(front_path) as f:
-        front = json.load(f)
-    unit = config_lib.COST_MEASURES[config_lib.cost_measure(config)][0]
-    metric = [k for k in front[0] if k not in ("hash", "method", "arch", "describe", "params", unit)][0]
+    unit = experiment.require("search").cost_unit
+    metric = METRIC_NAMES[experiment.model.task]
+    front = workdir_lib.read_json_list(
+        front_path, "Pareto front", item_required={"arch": dict, unit: (int, float), metric: (int, float)}
+    )
+    if not front:
+        raise ValueError(f"{front_path}: the Pareto front is empty; run bin/search.py again or pass --arch")
     if budget is not None:
         within = [p for p in front if p[unit] <= budget]
         if not within:
@@ -60,153 +60,141 @@ def choose_arch(config: Any, workdir: str, space, arch: str = "", budget: float 
     else:
         point = max(front, key=lambda p: (p[metric], -p[unit]))
         how = "best Pareto point"
-    chosen = space.arch_from_dict(point["arch"])
+    try:
+        chosen = space.arch_from_dict(point["arch"])
+    except ValueError as e:
+        raise ValueError(f"{front_path}: a front point's arch is not in this space ({e})") from None
     return chosen, f"{how} ({point[unit]:.6g} {unit}, {metric} {point[metric]:.4f} in search)"
 
 
 def run(
-    config: Any, workdir: str, arch: str = "", budget: float | None = None, name: str = "", log=print
+    config: Any, workdir: str, arch: str | None = None, budget: float | None = None, name: str | None = None, log=print
 ) -> dict[str, Any]:
-    """Exports one subnet of the trained supernet in `workdir`; see the module docstring."""
+    """Exports one subnet of the trained supernet in `workdir`; see the module docstring.
+
+    `arch`, `budget` and `name` default to `config.export`'s. The export is built in a staging
+    directory and moved into `workdir/export/<name>/` only after its parity checks pass, so a
+    failed or killed export leaves an earlier one of the same name intact.
+    """
     import tensorflow as tf
 
     import scalenas_tf
     from scalenas_tf.data import pipeline
     from scalenas_tf.evaluation import metrics
+    from scalenas_tf.evaluation.evaluator import make_evaluator
     from scalenas_tf.export import parity
     from scalenas_tf.export import serving
-    from scalenas_tf.models.subnet import extract_subnet
-    from scalenas_tf.scarlet_space import ScarletSpace
+    from scalenas_tf.models.checkpoint import load_trained_supernet
 
-    config_lib.validate(config)
-    config_lib.search_section(config)
-    export = config.get("export", {})
-    atol = float(export.get("parity_atol", 1e-4))
-    if not atol > 0:
-        raise ValueError(f"config.export.parity_atol must be > 0. Received: {atol}")
-    space = config_lib.build_space(config)
-    task, num_classes = config.model.task, config.model.num_classes
-    input_size = config_lib.parse_input_size(config.model.input_size)
-    chosen, how = choose_arch(config, workdir, space, arch, budget)
-    supernet, weights = search_runner.load_trained_supernet(config, workdir)
+    experiment = Experiment.from_config(config, require=("data", "search"))
+    export, model, family, space = experiment.export, experiment.model, experiment.family, experiment.space
+    arch = export.arch if arch is None else arch
+    budget = export.budget if budget is None else budget
+    name = export.name if name is None else name
+    work = workdir_lib.Workdir(workdir)
+    if name:
+        work.export_dir(name)  # checks the name before any heavy work
+    task, num_classes, input_size = model.task, model.num_classes, model.input_size
+    chosen, how = choose_arch(experiment, work, arch, budget)
+    supernet, weights = load_trained_supernet(experiment, work)
     start = time.perf_counter()
     log(f"[export] arch {chosen.hash()}: {how}")
 
-    evaluator = search_runner.make_evaluator(config, supernet)
+    evaluator = make_evaluator(experiment, supernet)
     evaluated = evaluator(chosen)  # recalibrates BN for this arch, in place
     baseline = evaluator.constant_baseline()
-    folds = None
-    if isinstance(space, ScarletSpace):
-        from scalenas_tf.models.scarlet_subnet import extract_scarlet_subnet
+    extraction = family.extract(supernet, chosen, input_size, name=f"subnet_{chosen.hash()}")
+    static = extraction.model
+    for line in extraction.log_lines:
+        log(f"[export] {line}")
+    cost_entry = family.export_cost(space, chosen, task, num_classes, input_size, experiment.search.cost_measure)
 
-        static, folds = extract_scarlet_subnet(supernet, chosen, input_size, name=f"subnet_{chosen.hash()}")
-        for fold in folds:
-            log(f"[export] ELS layers {list(fold['layers'])}: {fold['action']}"
-                + (f" into {fold['target']}" if fold["target"] is not None else f" ({fold['reason']})"))
-    else:
-        static = extract_subnet(supernet, chosen, input_size, name=f"subnet_{chosen.hash()}")
-    cost_entry = _cost_entry(config, space, chosen, input_size)
+    out = work.export_dir(name or chosen.hash())
+    os.makedirs(work.export_root, exist_ok=True)
+    workdir_lib.clean_stale(work.export_root)
+    with workdir_lib.staged_dir(out) as staging:
+        saved_model = serving.save_saved_model(static, task, input_size, os.path.join(staging, "saved_model"))
+        log("[export] SavedModel written")
+        tflite = None
+        if export.tflite:
+            tflite = serving.save_tflite(saved_model, os.path.join(staging, "model.tflite"))
+            log("[export] TFLite written")
 
-    out = os.path.join(workdir, "export", name or chosen.hash())
-    if os.path.exists(out):
-        shutil.rmtree(out)
-    os.makedirs(out)
-    saved_model = serving.save_saved_model(static, task, input_size, os.path.join(out, "saved_model"))
-    log(f"[export] SavedModel: {saved_model}")
-    tflite = None
-    if export.get("tflite", True):
-        tflite = serving.save_tflite(saved_model, os.path.join(out, "model.tflite"))
-        log(f"[export] TFLite: {tflite}")
+        # Parity on the validation batches the search scored (images back in [0, 1]).
+        images = np.concatenate([pipeline.denormalize(x).numpy() for x, _ in evaluator.validation_batches])
+        targets = [t for _, t in evaluator.validation_batches]
+        vector = tf.constant(space.to_vector(chosen), tf.int32)
+        reference_fn = serving.serving_fn(lambda x, training: supernet(x, arch=vector, training=training), task)
+        # Eagerly, batch by batch: only the arch's branches run, and no second trace of the supernet.
+        reference = {}
+        for x, _ in evaluator.validation_batches:
+            for k, v in reference_fn(pipeline.denormalize(x)).items():
+                reference.setdefault(k, []).append(v.numpy())
+        reference = {k: np.concatenate(v) for k, v in reference.items()}
+        raw = serving.RAW_OUTPUT[task]
 
-    # Parity on the validation batches the search scored (images back in [0, 1]).
-    images = np.concatenate([pipeline.denormalize(x).numpy() for x, _ in evaluator.validation_batches])
-    targets = [t for _, t in evaluator.validation_batches]
-    vector = tf.constant(space.to_vector(chosen), tf.int32)
-    reference_fn = serving.serving_fn(lambda x, training: supernet(x, arch=vector, training=training), task)
-    # Eagerly, batch by batch: only the arch's branches run, and no second trace of the supernet.
-    reference = {}
-    for x, _ in evaluator.validation_batches:
-        for k, v in reference_fn(pipeline.denormalize(x)).items():
-            reference.setdefault(k, []).append(v.numpy())
-    reference = {k: np.concatenate(v) for k, v in reference.items()}
-    raw = serving.RAW_OUTPUT[task]
+        def metric_of(outputs):
+            total, offset = None, 0
+            for t in targets:
+                n = int(np.shape(t["heatmaps"] if isinstance(t, dict) else t)[0])
+                stat = metrics.batch_statistic(task, num_classes, t, outputs[raw][offset : offset + n]).numpy()
+                total, offset = (stat if total is None else total + stat), offset + n
+            return metrics.metric_from_statistic(task, total)
 
-    def metric_of(outputs):
-        total, offset = None, 0
-        for t in targets:
-            n = int(np.shape(t["heatmaps"] if isinstance(t, dict) else t)[0])
-            stat = metrics.batch_statistic(task, num_classes, t, outputs[raw][offset : offset + n]).numpy()
-            total, offset = (stat if total is None else total + stat), offset + n
-        return metrics.metric_from_statistic(task, total)
+        checks = {"supernet": {"metric": metric_of(reference)}}
+        candidates = {}
+        if export.isolated_check:
+            candidates["saved_model"] = parity.run_saved_model_isolated(saved_model, images)
+        else:
+            loaded = tf.saved_model.load(saved_model).signatures["serving_default"]
+            candidates["saved_model"] = {k: v.numpy() for k, v in loaded(images=tf.constant(images)).items()}
+        if tflite:
+            candidates["tflite"] = parity.run_tflite(tflite, images)
+        failures = []
+        for kind, outputs in candidates.items():
+            report = parity.compare(task, raw, reference, outputs)
+            report["metric"] = metric_of(outputs)
+            report["tolerance"] = export.parity_atol * max(1.0, report["output_max_abs"])
+            report["passed"] = report["max_abs_diff"] <= report["tolerance"]
+            checks[kind] = report
+            if not report["passed"]:
+                failures.append(f"{kind}: max abs diff {report['max_abs_diff']:.3g} > {report['tolerance']:.3g}")
 
-    checks = {"supernet": {"metric": metric_of(reference)}}
-    candidates = {}
-    if export.get("isolated_check", True):
-        candidates["saved_model"] = parity.run_saved_model_isolated(saved_model, images)
-    else:
-        loaded = tf.saved_model.load(saved_model).signatures["serving_default"]
-        candidates["saved_model"] = {k: v.numpy() for k, v in loaded(images=tf.constant(images)).items()}
-    if tflite:
-        candidates["tflite"] = parity.run_tflite(tflite, images)
-    failures = []
-    for kind, outputs in candidates.items():
-        report = parity.compare(task, raw, reference, outputs)
-        report["metric"] = metric_of(outputs)
-        report["tolerance"] = atol * max(1.0, report["output_max_abs"])
-        report["passed"] = report["max_abs_diff"] <= report["tolerance"]
-        checks[kind] = report
-        if not report["passed"]:
-            failures.append(f"{kind}: max abs diff {report['max_abs_diff']:.3g} > {report['tolerance']:.3g}")
-
-    cost_entry["keras_count_params"] = int(static.count_params())
-    metadata = {
-        "arch": chosen.to_dict(),
-        "arch_hash": chosen.hash(),
-        "chosen_by": how,
-        "task": task,
-        "num_classes": num_classes,
-        "input": {"name": serving.INPUT_NAME, "shape": [None, *input_size, 3], "dtype": "float32",
-                  "preprocessing": "RGB scaled to [0, 1]; the model normalizes with ImageNet mean/std itself",
-                  "mean": list(pipeline.MEAN), "std": list(pipeline.STD)},
-        "outputs": list(serving.OUTPUT_NAMES[task]),
-        "cost": cost_entry,
-        "metric": {"name": evaluator.metric_name, "value": evaluated["metric"],
-                   "constant_baseline": baseline["metric"],
-                   "data": {"source": config.data.source, "split": "validation",
-                            "examples": int(images.shape[0]), "source_kwargs": dict(config.data.get("source_kwargs") or {})}},
-        "parity": checks,
-        "source_checkpoint": {"path": os.path.abspath(weights), "sha256": search_runner.file_sha256(weights)},
-        "versions": {"scalenas_tf": scalenas_tf.__version__, "tensorflow": tf.__version__},
-        "files": {"saved_model": "saved_model", "tflite": "model.tflite" if tflite else None},
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if folds is not None:
-        metadata["els_folds"] = folds
-    with open(os.path.join(out, "metadata.json"), "w") as f:
-        json.dump(metadata, f, indent=1)
-    if failures:
-        raise parity.ParityError(
-            f"exported model differs from the supernet ({'; '.join(failures)}); see {out}/metadata.json"
-        )
+        cost_entry["keras_count_params"] = int(static.count_params())
+        data = experiment.data
+        metadata = {
+            "arch": chosen.to_dict(),
+            "arch_hash": chosen.hash(),
+            "chosen_by": how,
+            "task": task,
+            "num_classes": num_classes,
+            "input": {"name": serving.INPUT_NAME, "shape": [None, *input_size, 3], "dtype": "float32",
+                      "preprocessing": "RGB scaled to [0, 1]; the model normalizes with ImageNet mean/std itself",
+                      "mean": list(pipeline.MEAN), "std": list(pipeline.STD)},
+            "outputs": list(serving.OUTPUT_NAMES[task]),
+            "cost": cost_entry,
+            "metric": {"name": evaluator.metric_name, "value": evaluated["metric"],
+                       "constant_baseline": baseline["metric"],
+                       "data": {"source": data.source, "split": "validation",
+                                "examples": int(images.shape[0]), "source_kwargs": data.source_kwargs}},
+            "parity": checks,
+            "source_checkpoint": {"path": os.path.abspath(weights), "sha256": workdir_lib.file_sha256(weights)},
+            "versions": {"scalenas_tf": scalenas_tf.__version__, "tensorflow": tf.__version__},
+            "files": {"saved_model": "saved_model", "tflite": "model.tflite" if tflite else None},
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            **extraction.report,
+        }
+        if failures:
+            # Keep the evidence beside the exports; the staged model is dropped, an earlier export stays.
+            failed = os.path.join(work.export_root, f"{os.path.basename(out)}.parity_failed.json")
+            workdir_lib.atomic_write_json(failed, metadata)
+            raise parity.ParityError(
+                f"exported model differs from the supernet ({'; '.join(failures)}); nothing was replaced, "
+                f"see {failed}"
+            )
+        workdir_lib.atomic_write_json(os.path.join(staging, workdir_lib.METADATA), metadata)
+    log(f"[export] {out}")
     return {"export_dir": out, "seconds": round(time.perf_counter() - start, 1), **metadata}
-
-
-def _cost_entry(config, space, arch, input_size):
-    """The exported model's analytic cost: params, MACs, and the search's own cost unit."""
-    from scalenas_tf.scarlet_space import ScarletSpace
-
-    if isinstance(space, ScarletSpace):
-        from scalenas_tf.search import scarlet_cost
-
-        counted = scarlet_cost.count(space, arch, config.model.num_classes, input_size, as_extracted=True)
-        return {"params": counted.params, "macs": counted.macs, "gmacs": counted.gmacs, "madds_m": counted.madds_m,
-                "counted": "as extracted (ELS folds applied)", "input_size": list(input_size)}
-    from scalenas_tf.search import cost as cost_lib
-
-    counted = cost_lib.count(space, arch, config.model.task, config.model.num_classes, input_size)
-    unit, scale = config_lib.COST_MEASURES[config_lib.cost_measure(config)]
-    return {"params": counted.params, "macs": counted.macs, "gmacs": counted.gmacs, "input_size": list(input_size),
-            unit: (counted.macs if unit == "gmacs" else counted.params) / scale}
 
 
 def format_summary(summary: dict[str, Any]) -> str:

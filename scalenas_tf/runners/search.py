@@ -11,119 +11,35 @@ Restarting the same command continues where it stopped (see `search/state.py`).
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 import os
 import sys
 import time
 from typing import Any
 
-from scalenas_tf import config as config_lib
-from scalenas_tf.search import evolution
+from scalenas_tf import workdir as workdir_lib
+from scalenas_tf.evaluation.evaluator import make_evaluator
+from scalenas_tf.experiment import Experiment
+from scalenas_tf.models.checkpoint import load_trained_supernet
 from scalenas_tf.search import pareto
+from scalenas_tf.search.ledger import front_of
 from scalenas_tf.search.state import EvaluationLog
 
-WEIGHTS = "supernet.weights.h5"
 
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def search_dir(workdir: str) -> str:
-    return os.path.join(workdir, "search")
-
-
-def cost_function(config: Any, space):
-    """`arch -> cost` from the analytic counter: in the search's unit (GMACs or M params) for ScaleNAS;
-    `(MAdds in M, params)` for SCARLET (NSGA-II's two cost objectives)."""
-    from scalenas_tf.search import cost as cost_lib
-    from scalenas_tf.search import scarlet_cost
-
-    measure = config_lib.cost_measure(config)
-    _, scale = config_lib.COST_MEASURES[measure]
-    input_size = config_lib.parse_input_size(config.model.input_size)
-    if measure == "madds":
-
-        def scarlet_cost_of(arch):
-            counted = scarlet_cost.count(space, arch, config.model.num_classes, input_size, validate=False)
-            return counted.madds_m, float(counted.params)
-
-        return scarlet_cost_of
-
-    def cost_of(arch):
-        counted = cost_lib.count(space, arch, config.model.task, config.model.num_classes, input_size, validate=False)
-        return (counted.macs if measure == "macs" else counted.params) / scale
-
-    return cost_of
-
-
-def load_trained_supernet(config: Any, workdir: str):
-    """The config's supernet with `workdir/supernet.weights.h5` loaded; a clear error if it is missing."""
-    weights = os.path.join(workdir, WEIGHTS)
-    if not os.path.exists(weights):
-        raise ValueError(
-            f"No trained supernet at {weights}. Train one first: "
-            f"python bin/train_supernet.py --config=... --workdir={workdir}"
-        )
-    supernet = config_lib.build_supernet(config)
-    supernet.build((None, None, None, 3))
-    try:
-        supernet.load_weights(weights)
-    except ValueError as e:
-        raise ValueError(f"{weights} does not fit the supernet of this config ({e})") from None
-    return supernet, weights
-
-
-def make_evaluator(config: Any, supernet):
-    """A `SubnetEvaluator` on the config's calibration (train split) and validation batches."""
-    from scalenas_tf.data import pipeline
-    from scalenas_tf.evaluation.evaluator import SubnetEvaluator
-    from scalenas_tf.evaluation.evaluator import take_batches
-
-    search = config.search
-    input_size = config_lib.parse_input_size(config.model.input_size)
-    task, source = config.model.task, config.data.source
-    calibration = pipeline.make_dataset(
-        task, "train", search.calibration_batch_size, input_size, source=source, seed=config.seed,
-        shuffle=False, repeat=False, drop_remainder=True,
-        num_examples=search.calibration_batches * search.calibration_batch_size,
-        source_kwargs=config.data.get("source_kwargs"),
-    )
-    validation = pipeline.make_dataset(
-        task, "validation", search.batch_size, input_size, source=source, seed=config.seed,
-        num_examples=search.validation_examples, source_kwargs=config.data.get("source_kwargs"),
-    )
-    return SubnetEvaluator(
-        supernet,
-        take_batches(calibration, search.calibration_batches, "calibration data"),
-        take_batches(validation, -(-search.validation_examples // search.batch_size), "validation data"),
-        recalibrate=bool(search.get("recalibrate", True)),
-    )
-
-
-def log_header(config: Any, weights: str, settings) -> dict[str, Any]:
-    """What the stored evaluations depend on (the budget and NSGA-II's generations are left out: a
-    larger one extends a search)."""
-    search = config.search
+def log_header(experiment: Experiment, weights: str) -> dict[str, Any]:
+    """What the stored evaluations depend on (the settings a larger value of which extends a search,
+    e.g. the budget, are left out)."""
+    search, data, model = experiment.search, experiment.data, experiment.model
+    settings = search.algorithm
     return {
-        "search_space": dict(config.search_space),
-        "model": {"task": config.model.task, "num_classes": config.model.num_classes,
-                  "input_size": list(config_lib.parse_input_size(config.model.input_size))},
-        "data": {"source": config.data.source, "seed": config.seed,
-                 "source_kwargs": dict(config.data.get("source_kwargs") or {}),
+        "search_space": experiment.search_space_fields,
+        "model": {"task": model.task, "num_classes": model.num_classes, "input_size": list(model.input_size)},
+        "data": {"source": data.source, "seed": experiment.seed, "source_kwargs": data.source_kwargs,
                  "validation_examples": search.validation_examples, "batch_size": search.batch_size,
                  "calibration_batches": search.calibration_batches,
-                 "calibration_batch_size": search.calibration_batch_size,
-                 "recalibrate": bool(search.get("recalibrate", True))},
-        "cost_measure": config_lib.cost_measure(config),
-        "settings": {k: v for k, v in settings.to_dict().items() if k not in ("budget", "generations")},
-        "weights_sha256": file_sha256(weights),
+                 "calibration_batch_size": search.calibration_batch_size, "recalibrate": search.recalibrate},
+        "cost_measure": search.cost_measure,
+        "settings": {k: v for k, v in settings.to_dict().items() if k not in settings.EXTENDABLE},
+        "weights_sha256": workdir_lib.file_sha256(weights),
     }
 
 
@@ -153,59 +69,48 @@ class _Progress:
 
 def run(config: Any, workdir: str, log=print) -> dict[str, Any]:
     """Runs the configured searches over the trained supernet in `workdir` (resuming if it holds one)."""
-    config_lib.validate(config)
-    search = config_lib.search_section(config)
-    settings = config_lib.build_search_settings(config)
-    config_lib.get_field(config, "data.source")
-    space = config_lib.build_space(config)
-    cost_of = cost_function(config, space)
-    supernet, weights = load_trained_supernet(config, workdir)
-    out = search_dir(workdir)
-    os.makedirs(out, exist_ok=True)
-    evaluations = EvaluationLog(os.path.join(out, "evaluations.jsonl"), log_header(config, weights, settings))
+    experiment = Experiment.from_config(config, require=("data", "search"))
+    search, family, space = experiment.search, experiment.family, experiment.space
+    settings = search.algorithm
+    work = workdir_lib.Workdir(workdir)
+    cost_of = experiment.cost_of()
+    supernet, weights = load_trained_supernet(experiment, work)
+    evaluations = EvaluationLog(work.evaluations, log_header(experiment, weights))
     if evaluations.records:
         log(f"[search] resuming: {len(evaluations.records)} evaluations stored in {evaluations.path}")
 
     start = time.perf_counter()
-    evaluator = make_evaluator(config, supernet)
+    evaluator = make_evaluator(experiment, supernet)
     baseline = evaluator.constant_baseline()
     metric_name = evaluator.metric_name
-    measure = config_lib.cost_measure(config)
-    scarlet = measure == "madds"
 
     def evaluate(arch):
         result = evaluator(arch)
         counted = cost_of(arch)
-        record = {"metric": result["metric"], "cost": counted, "seconds": result["seconds"]}
-        if scarlet:
+        record = {"metric": result["metric"], "seconds": result["seconds"]}
+        if isinstance(counted, tuple):
             record.update(cost=counted[0], params=counted[1])
+        else:
+            record["cost"] = counted
         return record
 
-    if scarlet:
-        from scalenas_tf.search import nsga2
-
-        searches = {"nsga2": nsga2.nsga2_search, "random": nsga2.random_search_scarlet}
-        budget = settings.max_evaluations
-    else:
-        searches = {"evolution": evolution.topology_evolution, "random": evolution.random_search}
-        budget = settings.budget
     results = {}
-    for method in search.get("methods", config_lib.search_methods(config)):
-        progress = _Progress(method, budget, metric_name)
+    for method in search.methods:
+        progress = _Progress(method, settings.evaluations, metric_name)
         wrapped = evaluations.cached_evaluate(method, evaluate, on_record=progress)
         method_start = time.perf_counter()
-        results[method] = searches[method](space, wrapped, cost_of, settings)
+        results[method] = family.search(method)(space, wrapped, cost_of, settings)
         if results[method].stopped_early:
             log(f"[search] {method} stopped early: {results[method].stopped_early}")
         log(f"[search] {method}: {len(results[method].results)} archs ({progress.fresh} evaluated now) "
             f"in {time.perf_counter() - method_start:.1f}s")
 
-    summary = summarize(results, baseline, metric_name, measure, budget, space)
+    summary = summarize(results, baseline, metric_name, search.cost_unit, settings.evaluations, space)
     summary.update(
         workdir=workdir, weights=weights, seconds=round(time.perf_counter() - start, 1),
         metric_traces=evaluator.trace_count,
     )
-    write_outputs(out, summary, results, metric_name, measure)
+    write_outputs(work, summary, results, metric_name)
     return summary
 
 
@@ -217,8 +122,7 @@ def _point(record, method, metric_name, unit, space):
     return point
 
 
-def summarize(results, baseline, metric_name, measure, budget, space) -> dict[str, Any]:
-    unit, _ = config_lib.COST_MEASURES[measure]
+def summarize(results, baseline, metric_name, unit, budget, space) -> dict[str, Any]:
     everything = [r for res in results.values() for r in res.results if r["feasible"]]
     if not everything:
         raise ValueError("The search evaluated no feasible arch; loosen config.search.max_cost or min_metric")
@@ -229,7 +133,7 @@ def summarize(results, baseline, metric_name, measure, budget, space) -> dict[st
     for method, res in results.items():
         for r in res.results:
             found_by.setdefault(r["hash"], method)
-    front = [_point(r, found_by[r["hash"]], metric_name, unit, space) for r in evolution.front_of(
+    front = [_point(r, found_by[r["hash"]], metric_name, unit, space) for r in front_of(
         [dict(r) for r in {r["hash"]: r for r in everything}.values()]
     )]
     per_method = {}
@@ -244,9 +148,7 @@ def summarize(results, baseline, metric_name, measure, budget, space) -> dict[st
             "hypervolume": pareto.hypervolume_2d(points, reference) if len(method_front) else 0.0,
             "front": [_point(r, method, metric_name, unit, space) for r in method_front],
         }
-        if hasattr(res, "selected"):  # NSGA-II: K models spread along the 3-objective front
-            per_method[method]["front3_size"] = len(res.front3())
-            per_method[method]["selected"] = [_point(r, method, metric_name, unit, space) for r in res.selected()]
+        per_method[method].update(res.summary_extras(lambda r, m=method: _point(r, m, metric_name, unit, space)))
     return {
         "metric": metric_name,
         "cost_unit": unit,
@@ -258,18 +160,17 @@ def summarize(results, baseline, metric_name, measure, budget, space) -> dict[st
     }
 
 
-def write_outputs(out, summary, results, metric_name, measure):
+def write_outputs(work: workdir_lib.Workdir, summary, results, metric_name):
+    """The front (JSON, CSV), the summary and the plot, each written atomically."""
     unit = summary["cost_unit"]
-    with open(os.path.join(out, "pareto_front.json"), "w") as f:
-        json.dump(summary["front"], f, indent=1)
-    with open(os.path.join(out, "pareto_front.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["rank", unit, metric_name, "method", "hash", "arch"])
-        for i, p in enumerate(summary["front"]):
-            writer.writerow([i, f"{p[unit]:.6g}", f"{p[metric_name]:.6f}", p["method"], p["hash"], p["describe"]])
-    with open(os.path.join(out, "search_summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    plot(os.path.join(out, "pareto.png"), results, summary, metric_name, unit)
+    workdir_lib.atomic_write_json(work.pareto_json, summary["front"])
+    rows = [["rank", unit, metric_name, "method", "hash", "arch"]]
+    for i, p in enumerate(summary["front"]):
+        rows.append([i, f"{p[unit]:.6g}", f"{p[metric_name]:.6f}", p["method"], p["hash"], p["describe"]])
+    workdir_lib.atomic_write_csv(work.pareto_csv, rows)
+    workdir_lib.atomic_write_json(work.search_summary, summary)
+    with workdir_lib.atomic_path(work.pareto_png) as tmp:
+        plot(tmp, results, summary, metric_name, unit)
 
 
 def plot(path, results, summary, metric_name, unit):
@@ -299,13 +200,20 @@ def plot(path, results, summary, metric_name, unit):
     plt.close(fig)
 
 
+# What a search summary must hold for `format_summary` and the export to read it.
+SUMMARY_FIELDS = {"metric": str, "cost_unit": str, "front": list, "methods": dict, "constant_baseline": dict}
+
+
 def load_summary(workdir: str) -> dict[str, Any] | None:
-    """`workdir/search/search_summary.json`, or None if no search finished there."""
-    path = os.path.join(search_dir(workdir), "search_summary.json")
+    """`workdir/search/search_summary.json`, checked, or None if no search finished there.
+
+    Raises:
+        WorkdirError: the file is truncated, malformed or lacks a field (the message names the file).
+    """
+    path = workdir_lib.Workdir(workdir).search_summary
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return workdir_lib.read_json_object(path, "search summary", required=SUMMARY_FIELDS)
 
 
 def format_summary(summary: dict[str, Any]) -> str:

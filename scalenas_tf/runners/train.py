@@ -11,61 +11,53 @@ Workdir layout:
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any
 
-from scalenas_tf import config as config_lib
 from scalenas_tf import distribute
+from scalenas_tf import workdir as workdir_lib
+from scalenas_tf.experiment import Experiment
 
 
-def run(config: Any, workdir: str, strategy: str = "default", verbose="auto", log=print) -> dict:
+def run(config, workdir: str, strategy: str = "default", verbose="auto", log=print) -> dict:
     """Trains the supernet of `config` under `strategy`, resuming from `workdir` if it holds a run."""
     import keras
     import tensorflow as tf
 
     from scalenas_tf.data import pipeline
-    from scalenas_tf.models.subnet import extract_subnet
-    from scalenas_tf.models.subnet import load_subnet_weights
+    from scalenas_tf.models.extraction import extract_subnet
+    from scalenas_tf.models.extraction import load_subnet_weights
     from scalenas_tf.training.loop import train_loop
     from scalenas_tf.training.trainer import SupernetTrainer
 
-    config_lib.validate_train(config)
-    train = config.train
-    precision = config_lib.check_precision(train.get("precision", "float32"))
-    if train.teacher not in ("inplace", "none", "static"):
-        raise ValueError(f"config.train.teacher must be inplace, none or static. Received: {train.teacher!r}")
-    if train.teacher == "static" and not train.teacher_weights:
-        raise ValueError("config.train.teacher='static' needs config.train.teacher_weights (an extracted model's .weights.h5)")
-    if train.teacher_weights and not os.path.exists(train.teacher_weights):
+    experiment = Experiment.from_config(config, require=("data", "train"))
+    train, data, model = experiment.train, experiment.data, experiment.model
+    if train.teacher_weights and not os.path.isfile(train.teacher_weights):
         raise ValueError(f"config.train.teacher_weights not found: {train.teacher_weights}")
-    config_lib.build_optimizer(train)  # fail on a bad field before any heavy work
-    config_lib.build_sampler(config, config_lib.build_space(config))
+    experiment.build_optimizer()  # fail on a bad field before any heavy work
+    experiment.build_sampler()
+    work = workdir_lib.Workdir(workdir)
     dist = distribute.get_strategy(strategy)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
+    os.makedirs(work.root, exist_ok=True)
+    workdir_lib.atomic_write_text(work.config, experiment.config_json)
 
-    input_size = config_lib.parse_input_size(config.model.input_size)
-    data = config.data
+    input_size = model.input_size
     train_ds = pipeline.make_dataset(
-        config.model.task, "train", data.batch_size, input_size, source=data.source, seed=config.seed,
-        num_examples=data.get("train_examples"), source_kwargs=data.get("source_kwargs"),
+        model.task, "train", data.batch_size, input_size, source=data.source, seed=experiment.seed,
+        num_examples=data.train_examples, source_kwargs=data.source_kwargs,
     )
     val_ds = pipeline.make_dataset(
-        config.model.task, "validation", data.batch_size, input_size, source=data.source, seed=config.seed,
-        num_examples=data.get("validation_examples"), source_kwargs=data.get("source_kwargs"),
+        model.task, "validation", data.batch_size, input_size, source=data.source, seed=experiment.seed,
+        num_examples=data.validation_examples, source_kwargs=data.source_kwargs,
     )
 
     previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
-    graph_optimizations = bool(train.get("graph_optimizations", True))
-    if not graph_optimizations:
+    keras.config.set_dtype_policy(train.precision)
+    if not train.graph_optimizations:
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     try:
-        keras.utils.set_random_seed(config.seed)
+        keras.utils.set_random_seed(experiment.seed)
         with dist.scope():
-            supernet = config_lib.build_supernet(config)
+            supernet = experiment.build_supernet()
             space = supernet.space
             supernet.build((None, None, None, 3))
             teacher = None if train.teacher == "none" else train.teacher
@@ -76,46 +68,53 @@ def run(config: Any, workdir: str, strategy: str = "default", verbose="auto", lo
                     load_subnet_weights(supernet, teacher)
             trainer = SupernetTrainer(
                 supernet,
-                sampler=config_lib.build_sampler(config, space),
+                sampler=experiment.build_sampler(space),
                 teacher=teacher,
                 distill_weight=train.distill_weight,
                 sparse_updates=train.sparse_updates,
                 per_replica_subnets=train.per_replica_subnets,
             )
-            trainer.compile(optimizer=config_lib.build_optimizer(train))
+            trainer.compile(optimizer=experiment.build_optimizer())
 
-        steps, per_epoch = int(train.steps), int(train.steps_per_epoch)
+        steps, per_epoch = train.steps, train.steps_per_epoch
         if strategy == "multi_worker":
             summary = train_loop(
-                trainer, train_ds, steps, os.path.join(workdir, "loop_checkpoints"), dist,
-                checkpoint_every=per_epoch, log=log,
+                trainer, train_ds, steps, work.loop_checkpoints_dir, dist, checkpoint_every=per_epoch, log=log,
             )
         else:
             callbacks = [
                 # Kept after the run, so that restarting a finished job does not train it again.
-                keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup"), delete_checkpoint=False),
+                keras.callbacks.BackupAndRestore(work.backup_dir, delete_checkpoint=False),
                 keras.callbacks.ModelCheckpoint(
-                    os.path.join(workdir, "checkpoints", "trainer.weights.h5"), save_weights_only=True
+                    os.path.join(work.checkpoints_dir, "trainer.weights.h5"), save_weights_only=True
                 ),
-                keras.callbacks.TensorBoard(os.path.join(workdir, "tensorboard"), update_freq="epoch"),
+                keras.callbacks.TensorBoard(work.tensorboard_dir, update_freq="epoch"),
             ]
-            history = trainer.fit(
-                train_ds,
-                epochs=-(-steps // per_epoch),
-                steps_per_epoch=per_epoch,
-                validation_data=val_ds,
-                callbacks=callbacks,
-                verbose=verbose,
-            )
+            try:
+                history = trainer.fit(
+                    train_ds,
+                    epochs=-(-steps // per_epoch),
+                    steps_per_epoch=per_epoch,
+                    validation_data=val_ds,
+                    callbacks=callbacks,
+                    verbose=verbose,
+                )
+            except (OSError, KeyError, tf.errors.OpError) as e:
+                if not os.path.isdir(work.backup_dir):
+                    raise
+                raise ValueError(
+                    f"Cannot resume from the backup in {work.backup_dir} ({type(e).__name__}: {e}). "
+                    f"If it is damaged (e.g. cut short by a kill), delete {work.backup_dir} to start training over"
+                ) from None
             summary = {k: float(v[-1]) for k, v in history.history.items()}
             summary["steps"] = int(trainer.optimizer.iterations.numpy())
         if distribute.is_chief(dist):
-            supernet.save_weights(os.path.join(workdir, "supernet.weights.h5"))
+            with workdir_lib.atomic_path(work.weights) as tmp:
+                supernet.save_weights(tmp)
     finally:
         keras.config.set_dtype_policy(previous_policy)
-        if not graph_optimizations:
+        if not train.graph_optimizations:
             tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": False})
     summary["workdir"] = workdir
-    with open(os.path.join(workdir, "train_summary.json"), "w") as f:
-        json.dump(summary, f, indent=2, sort_keys=True)
+    workdir_lib.atomic_write_json(work.train_summary, summary, indent=2)
     return summary

@@ -22,7 +22,11 @@ from typing import Any
 LOG_FORMAT = "scalenas_tf.search_log/v1"
 
 
-class SearchStateError(RuntimeError):
+# Fields every evaluation record must have, and their JSON types.
+_RECORD_FIELDS = {"method": (str,), "hash": (str,), "metric": (float, int), "arch": (dict,)}
+
+
+class SearchStateError(ValueError):
     """The search log cannot be used: a corrupt line, or a header that does not match the run."""
 
 
@@ -64,7 +68,8 @@ class EvaluationLog:
         if first.get("format") != LOG_FORMAT:
             raise SearchStateError(f"{self.path}: not a search log (format {first.get('format')!r}, expected {LOG_FORMAT!r})")
         if first.get("header") != self.header:
-            stored, wanted = first.get("header", {}), self.header
+            stored, wanted = first.get("header"), self.header
+            stored = stored if isinstance(stored, dict) else {}
             differ = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
             raise SearchStateError(
                 f"{self.path} was written by a search with different settings (fields {differ}); "
@@ -76,9 +81,24 @@ class EvaluationLog:
 
     def _parse(self, line: bytes, number: int) -> dict[str, Any]:
         try:
-            return json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SearchStateError(f"{self.path}, line {number}: not valid JSON ({e}); the log is corrupt") from None
+            obj = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise SearchStateError(
+                f"{self.path}, line {number}: not valid JSON ({e}); the log is corrupt: delete it to start over"
+            ) from None
+        except RecursionError:
+            raise SearchStateError(f"{self.path}, line {number}: JSON nested too deeply; the log is corrupt") from None
+        if not isinstance(obj, dict):
+            raise SearchStateError(f"{self.path}, line {number}: expected a JSON object; the log is corrupt")
+        if number > 1:
+            for key, kinds in _RECORD_FIELDS.items():
+                value = obj.get(key)
+                if not isinstance(value, kinds) or isinstance(value, bool):
+                    raise SearchStateError(
+                        f"{self.path}, line {number}: field {key!r} must be {kinds[0].__name__}; "
+                        f"received {value!r:.60}. The log is corrupt: delete it to start over"
+                    )
+        return obj
 
     def _index(self, record):
         self.records.append(record)

@@ -17,10 +17,10 @@ import tensorflow as tf
 
 
 class BatchNormCalibrator:
-    """Recalibrates the BN statistics of one arch at a time, in place, on a `ScaleNASSupernet`.
+    """Recalibrates the BN statistics of one arch at a time, in place, on any `Supernet`.
 
     Args:
-        supernet: a built `ScaleNASSupernet`.
+        supernet: a built `Supernet` (any family).
 
     Example:
     >>> calibrator = BatchNormCalibrator(supernet)
@@ -41,7 +41,7 @@ class BatchNormCalibrator:
         """Recomputes the statistics `arch` uses from the first `num_batches` batches of `dataset`.
 
         Args:
-            arch: `None` (largest), a `ScaleNASArch` or an int arch vector.
+            arch: `None` (largest), an arch of the space or an int arch vector.
             dataset: iterable of image batches or of `(images, targets)` tuples (e.g. `tf.data`).
             num_batches: int >= 1.
 

@@ -12,26 +12,24 @@ import keras
 import tensorflow as tf
 
 from scalenas_tf.tasks import IGNORE_LABEL
-from scalenas_tf.models.scarlet_supernet import ScarletSupernet
-from scalenas_tf.models.supernet import ScaleNASSupernet
+from scalenas_tf.models.supernet import Supernet
 from scalenas_tf.training import losses
 from scalenas_tf.training import sparse_update
 from scalenas_tf.training.sampler import ArchSampler
 from scalenas_tf.training.sampler import FixedSampler
 
 INPLACE = "inplace"
-SUPERNETS = (ScaleNASSupernet, ScarletSupernet)
 
 
 class SupernetTrainer(keras.Model):
-    """Trains a `ScaleNASSupernet` or `ScarletSupernet`: each step, `loss = task_loss + distill_weight * MSE(student, teacher)`.
+    """Trains any `Supernet` (models/supernet.py): each step, `loss = task_loss + distill_weight * MSE(student, teacher)`.
 
     Args:
-        supernet: `ScaleNASSupernet` (the weights being trained).
+        supernet: a `Supernet` of any family (the weights being trained).
         sampler: `ArchSampler`; its `num_subnets` subnets per step have their losses summed
             (one update). Default: the largest arch every step.
         teacher: `None` (no distillation), a frozen `keras.Model` with the supernet's output shape
-            (ScaleNAS: the full configuration, e.g. `extract_subnet(supernet, space.largest())`),
+            (e.g. the full configuration, `extract_subnet(supernet, space.largest())`),
             or `"inplace"`: the largest subnet runs in the same step with the task loss and its
             detached output is the teacher of the sampled subnets (OFA/AttentiveNAS).
         distill_weight: float. alpha (ScaleNAS paper 1.0, released code 0.5).
@@ -73,8 +71,8 @@ class SupernetTrainer(keras.Model):
     ):
         kwargs.setdefault("name", "supernet_trainer")
         super().__init__(**kwargs)
-        if not isinstance(supernet, SUPERNETS):
-            raise TypeError(f"`supernet` must be a ScaleNASSupernet or ScarletSupernet. Received: {type(supernet).__name__}")
+        if not isinstance(supernet, Supernet):
+            raise TypeError(f"`supernet` must be a Supernet (scalenas_tf.models.supernet). Received: {type(supernet).__name__}")
         if sampler is not None and not isinstance(sampler, ArchSampler):
             raise TypeError(f"`sampler` must be an ArchSampler. Received: {type(sampler).__name__}")
         if isinstance(teacher, str) and teacher != INPLACE:

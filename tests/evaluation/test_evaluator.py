@@ -9,8 +9,8 @@ from scalenas_tf.data.pipeline import make_dataset
 from scalenas_tf.evaluation import metrics
 from scalenas_tf.evaluation.evaluator import SubnetEvaluator
 from scalenas_tf.evaluation.evaluator import take_batches
-from scalenas_tf.models.supernet import ScaleNASSupernet
-from scalenas_tf.search_space import ScaleNASSpace
+from scalenas_tf.families.scalenas.supernet import ScaleNASSupernet
+from scalenas_tf.families.scalenas.space import ScaleNASSpace
 from scalenas_tf.tasks import IGNORE_LABEL
 
 SPACE = ScaleNASSpace(width=4, depth_choices=(1, 2), num_modules=(1,), num_branches=(2,), stem_channels=8, layer1_blocks=1)
@@ -96,7 +96,7 @@ def test_evaluator_traces_once_caches_and_is_order_independent(evaluator_setup):
 
 
 def test_evaluator_metric_equals_the_extracted_model_after_recalibration(evaluator_setup):
-    from scalenas_tf.models.subnet import extract_subnet
+    from scalenas_tf.models.extraction import extract_subnet
 
     supernet, calibration, validation = evaluator_setup
     evaluator = SubnetEvaluator(supernet, calibration, validation)

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from configs import scarlet
-from scalenas_tf import config as config_lib
+from scalenas_tf.experiment import Experiment
 from scalenas_tf.runners import export as export_runner
 from scalenas_tf.runners import search as search_runner
 from scalenas_tf.runners import train as train_runner
@@ -25,7 +25,7 @@ def tiny_config():
     config.model.input_size = (16, 16)
     config.data.update(batch_size=8, train_examples=64, validation_examples=32)
     config.train.update(steps=12, steps_per_epoch=6, warmup_steps=0)
-    config.search.update(population=6, generations=2, madds_max=0.12, acc_min=0.0, num_outputs=3,
+    config.search.update(population=6, generations=2, max_cost=0.12, min_metric=0.0, num_outputs=3,
                          calibration_batches=2, calibration_batch_size=8, validation_examples=32, batch_size=16)
     config.export.parity_atol = 1e-5
     return config
@@ -52,7 +52,7 @@ def test_nsga2_search_outputs_respect_the_constraint(searched):
     assert summary["methods"]["nsga2"]["evaluated"] == summary["methods"]["random"]["evaluated"] == 18
     lines = open(os.path.join(workdir, "search", "evaluations.jsonl")).read().splitlines()
     records = [json.loads(line) for line in lines[1:]]
-    assert records and all(r["cost"] <= 0.12 for r in records)  # nothing over madds_max was evaluated
+    assert records and all(r["cost"] <= 0.12 for r in records)  # nothing over max_cost was evaluated
     assert all(isinstance(r["params"], float) and r["params"] > 0 for r in records)
     selected = summary["methods"]["nsga2"]["selected"]
     assert 1 <= len(selected) <= 3 and all("params" in p and p["describe"] for p in selected)
@@ -76,7 +76,7 @@ def test_restart_evaluates_nothing_and_more_generations_extend(searched):
 def test_export_folds_and_serves_with_parity(searched):
     workdir, _, _ = searched
     config = tiny_config()
-    arch = config_lib.build_space(config).named("smallest")  # identity everywhere: every fold kind
+    arch = Experiment.from_config(config).space.named("smallest")  # identity everywhere: every fold kind
     path = os.path.join(workdir, "smallest.json")
     with open(path, "w") as f:
         f.write(arch.to_json())

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from scalenas_tf import ScaleNASSpace
-from scalenas_tf.search import evolution
-from scalenas_tf.search.evolution import EvolutionSettings
+from scalenas_tf.families.scalenas import evolution
+from scalenas_tf.families.scalenas.evolution import EvolutionSettings
 from scalenas_tf.search.state import EvaluationLog
 from scalenas_tf.search.state import SearchStateError
 
@@ -74,7 +74,7 @@ def test_cached_evaluate_replays_and_reuses_across_methods(tmp_path):
 _SEARCH = r"""
 import sys, time
 from scalenas_tf import ScaleNASSpace
-from scalenas_tf.search import evolution
+from scalenas_tf.families.scalenas import evolution
 from scalenas_tf.search.state import EvaluationLog
 
 path, delay = sys.argv[1], float(sys.argv[2])

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from scalenas_tf.data import pipeline
-from scalenas_tf.models.supernet import ScaleNASSupernet
-from scalenas_tf.training.sampler import GroupedSampler
+from scalenas_tf.families.scalenas.supernet import ScaleNASSupernet
+from scalenas_tf.families.scalenas.samplers import GroupedSampler
 from scalenas_tf.training.trainer import SupernetTrainer
 from tests.training.test_trainer import NUM_CLASSES
 from tests.training.test_trainer import SIZE

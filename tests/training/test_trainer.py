@@ -17,17 +17,17 @@ import tensorflow as tf
 
 from scalenas_tf.data.pipeline import make_dataset
 from scalenas_tf.layers import common
-from scalenas_tf.models.subnet import extract_subnet
-from scalenas_tf.models.supernet import ScaleNASSupernet
-from scalenas_tf.search_space import ModuleArch
-from scalenas_tf.search_space import ScaleNASArch
-from scalenas_tf.search_space import ScaleNASSpace
+from scalenas_tf.models.extraction import extract_subnet
+from scalenas_tf.families.scalenas.supernet import ScaleNASSupernet
+from scalenas_tf.families.scalenas.space import ModuleArch
+from scalenas_tf.families.scalenas.space import ScaleNASArch
+from scalenas_tf.families.scalenas.space import ScaleNASSpace
 from scalenas_tf.training import losses
 from scalenas_tf.training.bn_calibration import BatchNormCalibrator
 from scalenas_tf.training.sampler import SingleArchSampler
 from scalenas_tf.training.sampler import FixedSampler
-from scalenas_tf.training.sampler import GroupedSampler
-from scalenas_tf.training.sampler import UniformSampler
+from scalenas_tf.families.scalenas.samplers import GroupedSampler
+from scalenas_tf.families.scalenas.samplers import UniformSampler
 from scalenas_tf.training.sparse_update import slot_map
 from scalenas_tf.training.trainer import SupernetTrainer
 
@@ -529,7 +529,7 @@ def test_calibration_averages_per_batch_statistics(trained, calibrator):
     # Its input: the stem's first conv of the images (it runs for every arch).
     means, variances = [], []
     for images, _ in data:
-        x = common.call_conv(net.stem.conv1, tf.constant(images)).numpy().reshape(-1, bn.moving_mean.shape[0])
+        x = common.call_padded(net.stem.conv1, tf.constant(images)).numpy().reshape(-1, bn.moving_mean.shape[0])
         means.append(x.mean(axis=0))
         variances.append(x.var(axis=0, ddof=1))  # unbiased, as PyTorch's running variance
     np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean(means, axis=0), rtol=1e-4, atol=1e-5)
@@ -591,7 +591,7 @@ def test_constructor_validation():
         SupernetTrainer(net, teacher="bogus")
     with pytest.raises(TypeError, match="teacher.*int"):
         SupernetTrainer(net, teacher=3)
-    with pytest.raises(TypeError, match="ScaleNASSupernet.*Sequential"):
+    with pytest.raises(TypeError, match="Supernet.*Sequential"):
         SupernetTrainer(keras.Sequential([keras.layers.Dense(1)]))
     with pytest.raises(TypeError, match="sampler.*str"):
         SupernetTrainer(net, sampler="grouped")

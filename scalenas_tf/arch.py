@@ -1,0 +1,43 @@
+"""What every architecture encoding shares: `ArchError`, JSON round-trip and a stable hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+
+class ArchError(ValueError):
+    """An architecture encoding that is malformed or outside its search space."""
+
+    # Raised while a tf.function traces (e.g. a vector of the wrong static length), AutoGraph would
+    # re-raise any ValueError subclass as a StagingError; this keeps it an ArchError.
+    ag_pass_through = True
+
+
+def short(value: Any, limit: int = 80) -> str:
+    """`repr(value)` cut to `limit` characters, for error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class EncodedArch:
+    """JSON and hashing shared by the arch encodings: subclasses give `to_dict` and `from_dict`."""
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ArchError(f"Arch is not valid JSON: {e}") from None
+        except RecursionError:
+            raise ArchError("Arch JSON is nested too deeply") from None
+        return cls.from_dict(data)
+
+    def hash(self) -> str:
+        """A stable 16-hex-digit digest of the canonical JSON (same arch, same hash, any process)."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]

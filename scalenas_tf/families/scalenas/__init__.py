@@ -1,0 +1,1 @@
+"""The ScaleNAS multi-resolution family (HRNet-like, per-branch depth, any-to-any fusion)."""

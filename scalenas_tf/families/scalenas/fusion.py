@@ -1,0 +1,100 @@
+"""One cross-resolution fusion edge F_jk: resamples branch k's features to branch j's resolution and width."""
+
+import keras
+
+from scalenas_tf.layers import common
+
+
+def _crop_to(x, target_hw):
+    """Crops an upsampled map to the target size (only differs when a size was not a power-of-2 multiple)."""
+    return x[:, : target_hw[0], : target_hw[1], :]
+
+
+@keras.saving.register_keras_serializable(package="scalenas")
+class FusionEdge(keras.layers.Layer):
+    """Maps source branch `k` to target branch `j` (HRNet's fuse layer entry `fuse_layers[j][k]`).
+
+    - `source > target` (low to high resolution): 1x1 conv + BN, nearest upsampling by 2**(k-j).
+    - `source < target` (high to low): (j-k) 3x3 stride-2 conv + BN, ReLU after all but the last; the
+      last maps to the target's channels, the others keep the source's.
+
+    Args:
+        source: int. Source branch index k.
+        target: int. Target branch index j (!= source).
+        source_channels: int. Channels of branch k.
+        target_channels: int. Channels of branch j.
+
+    Call arguments:
+        inputs: float tensor `(batch, h_k, w_k, source_channels)`.
+        target_hw: `(h_j, w_j)`, the target branch's spatial size (static ints or scalar tensors).
+        training: bool.
+    """
+
+    def __init__(self, source, target, source_channels, target_channels, **kwargs):
+        super().__init__(**kwargs)
+        if source == target:
+            raise ValueError(f"A fusion edge joins two different branches. Received: source={source}, target={target}")
+        self.source = source
+        self.target = target
+        self.source_channels = source_channels
+        self.target_channels = target_channels
+        self.convs, self.bns = [], []
+        if source > target:
+            self.convs.append(common.conv2d(target_channels, 1, name=f"{self.name}_conv0"))
+            self.bns.append(common.batch_norm(f"{self.name}_bn0"))
+        else:
+            steps = target - source
+            for t in range(steps):
+                out = target_channels if t == steps - 1 else source_channels
+                self.convs.append(common.conv2d(out, 3, strides=2, name=f"{self.name}_conv{t}"))
+                self.bns.append(common.batch_norm(f"{self.name}_bn{t}"))
+
+    def build(self, input_shape):
+        channels = self.source_channels
+        for conv, bn in zip(self.convs, self.bns):
+            conv.build(common.channels_shape(channels))
+            channels = conv.filters
+            bn.build(common.channels_shape(channels))
+
+    @property
+    def upsample_factor(self):
+        return 2 ** (self.source - self.target) if self.source > self.target else 1
+
+    def call(self, inputs, target_hw, training=None):
+        y = inputs
+        for t, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+            y = bn(common.call_padded(conv, y), training=training)
+            if t < len(self.convs) - 1:
+                y = keras.ops.relu(y)
+        if self.source > self.target:
+            f = self.upsample_factor
+            y = keras.ops.repeat(keras.ops.repeat(y, f, axis=1), f, axis=2)
+            y = _crop_to(y, target_hw)
+        return y
+
+    def extract(self, x, target_hw):
+        """Applies this edge to the KerasTensor `x`; `target_hw` must be static ints."""
+        y = x
+        for t, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+            y = common.clone_layer(bn, common.clone_padded(conv, y))
+            if t < len(self.convs) - 1:
+                y = keras.layers.ReLU(name=f"{self.name}_relu{t}")(y)
+        if self.source > self.target:
+            f = self.upsample_factor
+            y = keras.layers.UpSampling2D(f, interpolation="nearest", name=f"{self.name}_up")(y)
+            dh, dw = y.shape[1] - target_hw[0], y.shape[2] - target_hw[1]
+            if dh or dw:
+                y = keras.layers.Cropping2D(((0, dh), (0, dw)), name=f"{self.name}_crop")(y)
+        return y
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "source": self.source,
+                "target": self.target,
+                "source_channels": self.source_channels,
+                "target_channels": self.target_channels,
+            }
+        )
+        return config

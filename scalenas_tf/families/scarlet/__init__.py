@@ -1,0 +1,1 @@
+"""The SCARLET mobile family (19 layers x 13 choices, identity as a foldable ELS conv)."""

@@ -1,0 +1,129 @@
+"""The supernet: one trace serves every arch, compute follows the subnet, config and .keras round trips."""
+
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from scalenas_tf.families.scalenas.supernet import ScaleNASSupernet
+from scalenas_tf.families.scalenas.supernet import random_arch_vectors
+from scalenas_tf.families.scalenas import cost
+from scalenas_tf.arch import ArchError
+from scalenas_tf.families.scalenas.space import ScaleNASSpace
+from tests.helpers import randomize_batch_norm
+
+
+@pytest.fixture(scope="module")
+def small():
+    space = ScaleNASSpace(width=8, num_modules=(1, 1, 1))
+    net = ScaleNASSupernet(space, task="seg", num_classes=5)
+    net.build((None, None, None, 3))
+    return net
+
+
+def test_one_trace_serves_fifty_archs(small):
+    forward = tf.function(lambda images, vector: small(images, arch=vector, training=False))
+    x = tf.zeros((1, 64, 64, 3))
+    vectors = random_arch_vectors(small.space, 50, seed=0)
+    assert len({v.tobytes() for v in vectors}) == 50
+    outputs = [forward(x, tf.constant(v)) for v in vectors]
+    assert forward.experimental_get_tracing_count() == 1
+    assert all(o.shape == (1, 16, 16, 5) for o in outputs)
+
+
+def test_arch_changes_the_output(small):
+    x = np.random.default_rng(0).normal(size=(1, 64, 64, 3)).astype("float32")
+    a = small(x, arch=small.space.smallest(), training=False).numpy()
+    b = small(x, arch=small.space.largest(), training=False).numpy()
+    assert np.abs(a - b).max() > 1e-3
+
+
+def test_arch_none_is_largest(small):
+    x = np.random.default_rng(1).normal(size=(1, 64, 64, 3)).astype("float32")
+    np.testing.assert_array_equal(
+        small(x, training=False).numpy(), small(x, arch=small.space.largest(), training=False).numpy()
+    )
+
+
+def test_bad_arch_is_rejected(small):
+    with pytest.raises(ArchError, match="shape"):
+        small(np.zeros((1, 64, 64, 3), "float32"), arch=np.zeros(3, "int32"))
+    with pytest.raises(ArchError):
+        small(np.zeros((1, 64, 64, 3), "float32"), arch=ScaleNASSpace(width=8).largest())
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="task"):
+        ScaleNASSupernet(ScaleNASSpace(width=8), task="detection")
+    with pytest.raises(ValueError, match="num_classes"):
+        ScaleNASSupernet(ScaleNASSpace(width=8), task="seg", num_classes=0)
+    with pytest.raises(TypeError, match="space"):
+        ScaleNASSupernet("W32")
+
+
+def test_training_mode_updates_only_the_chosen_blocks_statistics(small):
+    """Only chosen blocks run: BN statistics of blocks outside the arch stay untouched in training mode."""
+    space = small.space
+    arch = space.smallest()
+    unused = small.hr_modules[0].block(0, space.depth_choices[-1] - 1).bn1
+    used = small.hr_modules[0].block(0, 0).bn1
+    before_unused, before_used = unused.moving_mean.numpy().copy(), used.moving_mean.numpy().copy()
+    x = np.random.default_rng(2).normal(size=(2, 64, 64, 3)).astype("float32")
+    step = tf.function(lambda images, vector: small(images, arch=vector, training=True))
+    step(tf.constant(x), tf.constant(space.to_vector(arch)))
+    np.testing.assert_array_equal(unused.moving_mean.numpy(), before_unused)
+    assert np.abs(used.moving_mean.numpy() - before_used).max() > 0
+
+
+def test_get_config_round_trip(small):
+    config = small.get_config()
+    clone = ScaleNASSupernet.from_config(config)
+    assert clone.get_config() == config
+    assert clone.space == small.space
+
+
+def test_keras_save_and_load_round_trip(tmp_path, small):
+    randomize_batch_norm(small, seed=3)
+    x = np.random.default_rng(3).normal(size=(1, 64, 64, 3)).astype("float32")
+    arch = small.space.sample(np.random.default_rng(4))
+    path = tmp_path / "supernet.keras"
+    small.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, ScaleNASSupernet)
+    np.testing.assert_allclose(
+        loaded(x, arch=arch, training=False).numpy(), small(x, arch=arch, training=False).numpy(), atol=1e-6
+    )
+
+
+def test_compute_follows_the_subnet():
+    """Inside one traced function the smallest arch runs measurably faster than the largest.
+
+    Timing with a wide margin (the MAC ratio is 0.45): min over repeats, so a loaded machine only
+    makes both slower.
+    """
+    # A light stem so that the searchable modules dominate the MACs.
+    space = ScaleNASSpace(width=32, num_modules=(1, 1, 1), stem_channels=16, layer1_blocks=1)
+    net = ScaleNASSupernet(space, task="seg", num_classes=5)
+    net.build((None, None, None, 3))
+    forward = tf.function(lambda images, vector: net(images, arch=vector, training=False))
+    x = tf.random.normal((2, 128, 128, 3))
+    small_v, large_v = (tf.constant(space.to_vector(a)) for a in (space.smallest(), space.largest()))
+
+    def best_time(vector, repeats=7):
+        forward(x, vector).numpy()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            forward(x, vector).numpy()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    t_small, t_large = best_time(small_v), best_time(large_v)
+    ratio = cost.count(space, space.smallest(), "seg", 5, (128, 128)).macs / cost.count(
+        space, space.largest(), "seg", 5, (128, 128)
+    ).macs
+    assert ratio < 0.5
+    assert forward.experimental_get_tracing_count() == 1
+    assert t_small < 0.8 * t_large, (t_small, t_large)
