@@ -131,6 +131,51 @@ def test_export_by_budget_named_arch_and_errors(searched, monkeypatch):
     monkeypatch.setattr(parity, "run_tflite", lambda path, images: {k: v + 0.01 for k, v in real(path, images).items()})
     with pytest.raises(parity.ParityError, match="tflite: max abs diff"):
         export_runner.run(config, workdir, arch="smallest", name="broken", log=lambda *a: None)
+    export_root = os.path.join(workdir, "export")
+    assert not os.path.exists(os.path.join(export_root, "broken"))  # never swapped in
+    failed = json.load(open(os.path.join(export_root, "broken.parity_failed.json")))
+    assert failed["parity"]["tflite"]["passed"] is False
+
+
+def _tree(root):
+    """{relative path: file bytes} of every file under `root`."""
+    out = {}
+    for base, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(base, name)
+            out[os.path.relpath(path, root)] = open(path, "rb").read()
+    return out
+
+
+def test_failed_export_and_bad_names_leave_earlier_files_intact(searched, monkeypatch):
+    from scalenas_tf import workdir as workdir_lib
+    from scalenas_tf.export import serving
+
+    workdir, _ = searched
+    config = tiny_config()
+    config.export.isolated_check = False
+    config.export.tflite = False
+    first = export_runner.run(config, workdir, arch="largest", name="keep", log=lambda *a: None)
+    keep = first["export_dir"]
+    before = _tree(workdir)
+
+    # Export names are plain names: nothing outside (or the workdir itself) is ever touched.
+    for name in ("..", ".", "/tmp", "a/b", ".hidden", "keep/.."):
+        with pytest.raises(workdir_lib.WorkdirError, match="export name"):
+            export_runner.run(config, workdir, arch="smallest", name=name, log=lambda *a: None)
+    assert _tree(workdir) == before
+
+    # A failure mid-export (here: while writing the SavedModel) leaves the earlier export as it was.
+    def broken(*args, **kwargs):
+        os.makedirs(args[3])
+        open(os.path.join(args[3], "partial.pb"), "w").write("half a model")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(serving, "save_saved_model", broken)
+    with pytest.raises(OSError, match="disk full"):
+        export_runner.run(config, workdir, arch="smallest", name="keep", log=lambda *a: None)
+    assert _tree(workdir) == before
+    assert not [n for n in os.listdir(os.path.dirname(keep)) if n.startswith(".")]  # no staging left behind
 
 
 def test_search_errors(tmp_path):
@@ -208,3 +253,43 @@ def test_search_binary_killed_mid_run_resumes_to_the_same_evaluations(trained, t
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming" in done.stdout
     assert _evaluations(runs["killed"]) == expected
+
+
+@pytest.mark.slow
+def test_export_binary_killed_mid_export_keeps_the_earlier_export(searched, tmp_path):
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    workdir, _ = searched
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(workdir, run_dir, ignore=shutil.ignore_patterns("export"))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    command = [sys.executable, os.path.join(repo, "bin", "export.py"), "--config=configs/quickstart.py",
+               f"--workdir={run_dir}", "--name=model", "--arch=largest", *TINY_FLAGS]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    root = os.path.join(run_dir, "export")
+    before = _tree(os.path.join(root, "model"))
+
+    command[-len(TINY_FLAGS) - 1] = "--arch=smallest"
+    proc = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 900
+    while time.time() < deadline and proc.poll() is None:
+        staging = [n for n in os.listdir(root) if ".staging-" in n]
+        if staging and os.path.exists(os.path.join(root, staging[0], "saved_model")):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _tree(os.path.join(root, "model")) == before  # the kill left the earlier export as it was
+
+    done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _tree(os.path.join(root, "model")) != before
+    assert json.load(open(os.path.join(root, "model", "metadata.json")))["chosen_by"].startswith("named arch 'smallest'")
+    assert not [n for n in os.listdir(root) if n.startswith(".")]  # the killed run's staging was cleaned up
+
