@@ -252,12 +252,19 @@ class Experiment:
             raise ConfigError(f"config.seed must be an int >= 0. Received: {_short(seed)}")
         space_fields = _section(top, "search_space", True)
         kind = space_fields.pop("type", "scalenas")
-        family = registry.get(kind)
+        try:
+            family = registry.get(kind)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         model = _model(_section(top, "model", True), family)
-        space = family.build_space(space_fields)
-        data = _data(_section(top, "data", "data" in require or "train" in require), "train" in require)
+        try:
+            space = family.build_space(space_fields)
+        except ValueError as e:
+            message = str(e)
+            raise ConfigError(message if "config.search_space" in message else f"config.search_space: {message}") from None
         train = _train(_section(top, "train", "train" in require), family)
         search = _search(_section(top, "search", "search" in require), family)
+        data = _data(_section(top, "data", "data" in require or "train" in require), "train" in require)
         export = _export(_section(top, "export", False) or {})
         if search is not None and data is None:
             raise ConfigError("Config is missing the section `config.data` (the search evaluates on it)")
