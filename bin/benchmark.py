@@ -27,14 +27,16 @@ from scalenas_tf import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file[:variant].")
 _INPUT_SIZE = flags.DEFINE_string("input_size", "256x256", "HEIGHTxWIDTH of the benchmark input.")
-_BATCH = flags.DEFINE_integer("batch", 2, "Batch size.")
-_REPEATS = flags.DEFINE_integer("repeats", 10, "Timed repeats per model (best is reported).")
-_NUM_ARCHS = flags.DEFINE_integer("num_archs", 20, "Random archs run through the one traced function.")
+_BATCH = flags.DEFINE_integer("batch", 2, "Batch size.", lower_bound=1)
+_REPEATS = flags.DEFINE_integer("repeats", 10, "Timed repeats per model (best is reported).", lower_bound=1)
+_NUM_ARCHS = flags.DEFINE_integer("num_archs", 20, "Random archs run through the one traced function.", lower_bound=1)
 _WHAT = flags.DEFINE_enum("what", "forward", ["forward", "train_step"], "What to benchmark.")
 _PRECISION = flags.DEFINE_enum(
     "precision", None, ["float32", "mixed_bfloat16", "mixed_float16"], "train_step: dtype policy (default: config.train.precision)."
 )
-_SAMPLED_STEPS = flags.DEFINE_integer("sampled_steps", 200, "train_step: steps with the config's sampler.")
+_SAMPLED_STEPS = flags.DEFINE_integer(
+    "sampled_steps", 200, "train_step: steps with the config's sampler.", lower_bound=1
+)
 
 
 def _times(fn, repeats):

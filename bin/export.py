@@ -34,9 +34,10 @@ def main(argv):
     from scalenas_tf.runners import export as export_runner
     from scalenas_tf.runners import search as search_runner
 
+    # Read (and check) the search summary first: a malformed one must fail before the export is written.
+    search_summary = search_runner.load_summary(_WORKDIR.value)
     # None: the config's export settings decide.
     summary = export_runner.run(_CONFIG.value, _WORKDIR.value, arch=_ARCH.value, budget=_BUDGET.value, name=_NAME.value)
-    search_summary = search_runner.load_summary(_WORKDIR.value)
     if search_summary is not None:
         print(search_runner.format_summary(search_summary))
     print(export_runner.format_summary(summary))

@@ -10,7 +10,6 @@ The last line of standard output is one JSON summary. Exit codes: 0 ok; 1 bad fl
 """
 
 import json
-import sys
 
 from absl import app
 from absl import flags

@@ -6,7 +6,7 @@ on a CPU in minutes (README, "Quickstart").
   python bin/export.py --config=configs/quickstart.py --workdir=saved_models/quickstart
 
 Everything here is sized for 2 CPU cores; `configs/shapes_seg.py` is the same space with longer
-training, and the paper's search settings are the defaults of `search.evolution.EvolutionSettings`.
+training, and the paper's search settings are the defaults of `families.scalenas.evolution.EvolutionSettings`.
 """
 
 import ml_collections
@@ -14,7 +14,8 @@ from ml_collections import config_dict
 
 
 def get_config(arg=None):
-    del arg
+    if arg:
+        raise ValueError(f"configs/quickstart.py takes no variant. Received: {arg!r}")
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.search_space = dict(

@@ -38,7 +38,7 @@ def one_line(error: BaseException) -> str:
         else:
             lines = [meaningful[0]]
     message = " ".join(lines[0].split())
-    if isinstance(error, (KeyError, AttributeError)):
+    if isinstance(error, (KeyError, AttributeError)) and " " not in message:  # a bare field name
         message = f"unknown config field {message.strip(chr(34))} (from a --config.<field> override)"
     return message
 
@@ -51,6 +51,8 @@ def _parse_flags(program: str, argv: list[str]) -> list[str]:
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         # ml_collections raises these for an override of a field the config lacks, or of a wrong type.
         _fail(program, f"bad flags: {one_line(e)}")
+    except Exception as e:  # noqa: BLE001 - raised by the --config file itself (e.g. a SyntaxError): user input
+        _fail(program, f"bad flags: {type(e).__name__}: {one_line(e)}")
 
 
 def _fail(program: str, message: str, code: int = 1):
@@ -73,6 +75,8 @@ def run(main, program: str, required=()):
     def guarded(argv):
         try:
             return main(argv)
+        except app.UsageError as e:  # e.g. unexpected positional arguments; absl would print the whole usage
+            _fail(program, f"bad arguments: {one_line(e)}")
         except ParityError as e:
             _fail(program, f"parity failed: {one_line(e)}", 2)
         except INPUT_ERRORS as e:

@@ -14,6 +14,8 @@ def parse_input_size(value) -> tuple[int, int]:
         parts = value.lower().replace(",", "x").split("x")
     elif isinstance(value, (list, tuple)):
         parts = list(value)
+        if any(isinstance(p, bool) or (isinstance(p, float) and not p.is_integer()) for p in parts):
+            parts = None  # True or 64.5 is no size (int() would take them)
     else:
         parts = None
     try:

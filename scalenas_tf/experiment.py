@@ -243,7 +243,9 @@ class Experiment:
             ConfigError: the first problem found, naming the field and the value.
         """
         try:
-            top = dict(config)
+            # A ConfigDict as plain dicts: a nested ConfigDict's repr spans lines, which would break
+            # the one-line messages below.
+            top = config.to_dict() if callable(getattr(type(config), "to_dict", None)) else dict(config)
         except (TypeError, ValueError):
             raise ConfigError(f"A config must be a dict of sections. Received: {_short(config)}") from None
         _unknown("<top level>", top, SECTIONS)
@@ -398,7 +400,8 @@ def _search(fields, family: registry.Family) -> SearchSettings | None:
     if isinstance(methods, str) or not isinstance(methods, (list, tuple)):
         methods = (methods,)
     methods = tuple(methods)
-    if not methods or any(m not in family.searches for m in methods) or len(set(methods)) != len(methods):
+    if (not methods or not all(isinstance(m, str) for m in methods)  # a list or dict entry is unhashable
+            or any(m not in family.searches for m in methods) or len(set(methods)) != len(methods)):
         raise ConfigError(
             f"config.search.methods must be distinct names from {list(family.searches)}. Received: {_short(methods)}"
         )

@@ -130,14 +130,15 @@ class Family:
                     f"({names})"
                 ) from None
         loader = self.load_arch_file or (lambda s, path: s.load_arch(path))
+        shown = text if text.isprintable() else repr(text)  # a newline in the path would break the one-line message
         try:
             return loader(space, text, **options), os.path.basename(text)
         except ArchError as e:
-            raise ArchError(f"{text}: {e}") from None
+            raise ArchError(f"{shown}: {e}") from None
         except (OSError, UnicodeDecodeError) as e:
-            raise ArchError(f"Cannot read arch file {text}: {e}") from None
+            raise ArchError(f"Cannot read arch file {shown}: {e}") from None
         except RecursionError:
-            raise ArchError(f"{text}: JSON nested too deeply") from None
+            raise ArchError(f"{shown}: JSON nested too deeply") from None
 
     # === Keras pieces (import TensorFlow) ===
 
@@ -214,7 +215,7 @@ def names() -> tuple[str, ...]:
 def get(name: str) -> Family:
     """The family registered as `name`; ValueError naming the field and the known names otherwise."""
     _ensure_loaded()
-    if name not in _FAMILIES:
+    if not isinstance(name, str) or name not in _FAMILIES:  # a list or dict name is unhashable
         raise ValueError(f"config.search_space.type must be one of {list(_FAMILIES)}. Received: {name!r}")
     return _FAMILIES[name]
 

@@ -41,7 +41,7 @@ def load_subnet_weights(supernet, static: keras.Model) -> int:
     """
     if not supernet.built:
         supernet.build((None, None, None, 3))
-    leaves = {l.name: l for l in supernet._flatten_layers(include_self=False, recursive=True) if l.weights}
+    leaves = {leaf.name: leaf for leaf in supernet._flatten_layers(include_self=False, recursive=True) if leaf.weights}
     copied = 0
     for layer in static.layers:
         if not layer.weights:

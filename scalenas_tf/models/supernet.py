@@ -44,6 +44,10 @@ class Supernet(keras.Model):
                 f"Received: {type(arch).__name__}"
             )
         try:
+            if tf.is_tensor(arch) and arch.dtype.is_integer and arch.dtype != tf.int32:
+                # Keras turns an int64 numpy arch into an int64 tensor before `call`; saturating keeps
+                # an out-of-range value out of range (then rejected) instead of wrapping it.
+                arch = tf.saturate_cast(arch, tf.int32)
             vector = tf.convert_to_tensor(arch, dtype=tf.int32)
         except (TypeError, ValueError) as e:
             raise ArchError(f"`arch` must be an int vector of shape ({self.space.vector_size},). Received: {e}") from None

@@ -46,7 +46,7 @@ def run(
     """
     experiment = Experiment.from_config(config)
     family, space, model = experiment.family, experiment.space, experiment.model
-    size = parse_input_size(input_size if input_size else model.input_size)
+    size = parse_input_size(model.input_size if input_size is None else input_size)
     given = {"official_mask": official_mask, "allow_pickle": allow_pickle, "as_extracted": as_extracted}
     options = {k: v for k, v in given.items() if v}
     for option in options:

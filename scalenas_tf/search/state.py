@@ -24,6 +24,7 @@ LOG_FORMAT = "scalenas_tf.search_log/v1"
 
 # Fields every evaluation record must have, and their JSON types.
 _RECORD_FIELDS = {"method": (str,), "hash": (str,), "metric": (float, int), "arch": (dict,)}
+_OPTIONAL_FIELDS = ("arch",)  # written by `cached_evaluate`; records appended directly may omit it
 
 
 class SearchStateError(ValueError):
@@ -93,6 +94,8 @@ class EvaluationLog:
         if number > 1:
             for key, kinds in _RECORD_FIELDS.items():
                 value = obj.get(key)
+                if key in _OPTIONAL_FIELDS and key not in obj:
+                    continue
                 if not isinstance(value, kinds) or isinstance(value, bool):
                     raise SearchStateError(
                         f"{self.path}, line {number}: field {key!r} must be {kinds[0].__name__}; "

@@ -110,7 +110,8 @@ def recalibrate(supernet, arch, dataset, num_batches=50):
 
 
 def _batch_norms(layer):
-    return [l for l in layer._flatten_layers(include_self=True, recursive=True) if isinstance(l, keras.layers.BatchNormalization)]
+    layers = layer._flatten_layers(include_self=True, recursive=True)
+    return [norm for norm in layers if isinstance(norm, keras.layers.BatchNormalization)]
 
 
 @contextlib.contextmanager

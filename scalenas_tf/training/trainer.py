@@ -11,8 +11,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from scalenas_tf.tasks import IGNORE_LABEL
 from scalenas_tf.models.supernet import Supernet
+from scalenas_tf.tasks import IGNORE_LABEL
 from scalenas_tf.training import losses
 from scalenas_tf.training import sparse_update
 from scalenas_tf.training.sampler import ArchSampler

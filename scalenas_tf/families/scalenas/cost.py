@@ -20,9 +20,9 @@ import math
 import numpy as np
 
 from scalenas_tf import tasks
-from scalenas_tf.search.cost import MacUnits
 from scalenas_tf.families.scalenas.space import ScaleNASArch
 from scalenas_tf.families.scalenas.space import ScaleNASSpace
+from scalenas_tf.search.cost import MacUnits
 
 
 @dataclasses.dataclass(frozen=True)

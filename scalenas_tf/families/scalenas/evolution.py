@@ -34,14 +34,15 @@ from typing import ClassVar
 
 import numpy as np
 
+from scalenas_tf.families.scalenas.space import ModuleArch
+from scalenas_tf.families.scalenas.space import ScaleNASArch
+from scalenas_tf.families.scalenas.space import ScaleNASSpace
 from scalenas_tf.search import pareto
 from scalenas_tf.search.ledger import EvaluationLedger
 from scalenas_tf.search.ledger import SearchExhausted
 from scalenas_tf.search.ledger import SearchResult
 from scalenas_tf.search.ledger import spend_on_stream
-from scalenas_tf.families.scalenas.space import ModuleArch
-from scalenas_tf.families.scalenas.space import ScaleNASArch
-from scalenas_tf.families.scalenas.space import ScaleNASSpace
+
 
 @dataclasses.dataclass(frozen=True)
 class EvolutionSettings:
@@ -70,16 +71,25 @@ class EvolutionSettings:
             raise ValueError(
                 f"search.population ({self.population}) must not exceed search.budget ({self.budget})"
             )
+        def number(value):  # not a bool, which isinstance(value, int) would take
+            return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
         for name in ("crossover_prob", "mutation_prob"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            if not number(value) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"search.{name} must be in [0, 1]. Received: {name}={value!r}")
-        probs = tuple(self.fusion_probs)
-        if not probs or not all(isinstance(p, (int, float)) and 0.0 <= p <= 1.0 for p in probs):
+        probs = tuple(self.fusion_probs) if isinstance(self.fusion_probs, (list, tuple, np.ndarray)) else ()
+        if not probs or not all(number(p) and 0.0 <= p <= 1.0 for p in probs):
             raise ValueError(f"search.fusion_probs must be probabilities. Received: fusion_probs={self.fusion_probs!r}")
         object.__setattr__(self, "fusion_probs", tuple(float(p) for p in probs))
-        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"search.seed must be an int >= 0. Received: seed={self.seed!r}")
+        if self.max_cost is not None and (not number(self.max_cost) or not self.max_cost > 0):
+            raise ValueError(f"search.max_cost must be a number > 0 or None. Received: max_cost={self.max_cost!r}")
+        if self.min_metric is not None and (not number(self.min_metric) or not np.isfinite(self.min_metric)):
+            raise ValueError(
+                f"search.min_metric must be a finite number or None. Received: min_metric={self.min_metric!r}"
+            )
 
     @property
     def evaluations(self) -> int:

@@ -9,6 +9,7 @@ from scalenas_tf import registry
 from scalenas_tf.arch import ArchError
 from scalenas_tf.families.scalenas import cost as cost_lib
 from scalenas_tf.families.scalenas.space import ScaleNASSpace
+from scalenas_tf.search.cost import COST_MEASURES
 
 NAMED = ("hrnet", "largest", "smallest")
 _PKG = "scalenas_tf.families.scalenas"
@@ -24,15 +25,9 @@ def _search_cost(record, measure: str) -> float:
 
 def _export_cost(space, arch, task, num_classes, input_size, measure) -> dict[str, Any]:
     counted = cost_lib.count(space, arch, task, num_classes, input_size)
-    unit = registry_unit(measure)
+    unit = COST_MEASURES[measure][0]
     return {"params": counted.params, "macs": counted.macs, "gmacs": counted.gmacs, "input_size": list(input_size),
             unit: counted.measure(measure)}
-
-
-def registry_unit(measure: str) -> str:
-    from scalenas_tf.search.cost import COST_MEASURES
-
-    return COST_MEASURES[measure][0]
 
 
 def _load_arch_file(space, path, official_mask=False, allow_pickle=False):

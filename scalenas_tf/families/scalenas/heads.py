@@ -4,8 +4,8 @@ import keras
 import tensorflow as tf
 
 from scalenas_tf import tasks
-from scalenas_tf.layers import common
 from scalenas_tf.families.scalenas.bottleneck import Bottleneck
+from scalenas_tf.layers import common
 
 
 @keras.saving.register_keras_serializable(package="scalenas")

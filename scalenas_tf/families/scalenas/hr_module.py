@@ -3,9 +3,9 @@
 import keras
 import tensorflow as tf
 
-from scalenas_tf.layers import common
 from scalenas_tf.families.scalenas.basic_block import BasicBlock
 from scalenas_tf.families.scalenas.fusion import FusionEdge
+from scalenas_tf.layers import common
 
 
 @keras.saving.register_keras_serializable(package="scalenas")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pickle
 from collections.abc import Sequence
 from typing import Any
 
@@ -143,9 +144,14 @@ class ScaleNASSpace:
         positive_int("width", self.width)
         positive_int("stem_channels", self.stem_channels)
         positive_int("layer1_blocks", self.layer1_blocks)
-        object.__setattr__(self, "depth_choices", tuple(int(d) for d in self.depth_choices))
-        object.__setattr__(self, "num_modules", tuple(int(n) for n in self.num_modules))
-        object.__setattr__(self, "num_branches", tuple(int(n) for n in self.num_branches))
+        for name in ("depth_choices", "num_modules", "num_branches"):
+            value = getattr(self, name)
+            items = tuple(value) if isinstance(value, (list, tuple, range, np.ndarray)) else None
+            if items is None or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
+                raise ValueError(f"`{name}` must be a list of ints. Received: {name}={value!r}")
+            object.__setattr__(self, name, tuple(int(v) for v in items))
+        if not isinstance(self.multi_scale_output, (bool, np.bool_)):
+            raise ValueError(f"`multi_scale_output` must be true or false. Received: {self.multi_scale_output!r}")
         if not self.depth_choices or min(self.depth_choices) < 1 or list(self.depth_choices) != sorted(
             set(self.depth_choices)
         ):
@@ -471,7 +477,11 @@ class ScaleNASSpace:
                     f"{path} is a pickled .npy; loading it runs code from the file. Pass allow_pickle=True "
                     "only for files you trust, or convert it to JSON."
                 )
-            data = np.load(path, allow_pickle=True)
+            try:
+                data = np.load(path, allow_pickle=True)
+            except (ValueError, EOFError, pickle.UnpicklingError) as e:  # numpy's errors for a damaged file
+                reason = " ".join(str(e).split())
+                raise ArchError(f"{path} is not a readable .npy file ({type(e).__name__}: {reason})") from None
             mask = data.tolist() if isinstance(data, np.ndarray) else data
             return self.from_official_mask(_to_builtin(mask))
         try:

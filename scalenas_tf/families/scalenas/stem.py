@@ -2,8 +2,8 @@
 
 import keras
 
-from scalenas_tf.layers import common
 from scalenas_tf.families.scalenas.bottleneck import Bottleneck
+from scalenas_tf.layers import common
 
 
 @keras.saving.register_keras_serializable(package="scalenas")

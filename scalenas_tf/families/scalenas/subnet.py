@@ -2,10 +2,9 @@
 
 import keras
 
-from scalenas_tf.registry import Extraction
-
-from scalenas_tf.families.scalenas.supernet import ScaleNASSupernet
 from scalenas_tf.families.scalenas.space import ScaleNASArch
+from scalenas_tf.families.scalenas.supernet import ScaleNASSupernet
+from scalenas_tf.registry import Extraction
 
 
 def extract_subnet(supernet: ScaleNASSupernet, arch: ScaleNASArch, input_size=(256, 192), name=None) -> keras.Model:

@@ -7,14 +7,12 @@ import numpy as np
 import tensorflow as tf
 
 from scalenas_tf import tasks
-from scalenas_tf.models.supernet import Supernet
+from scalenas_tf.families.scalenas import heads
 from scalenas_tf.families.scalenas.hr_module import HRModule
+from scalenas_tf.families.scalenas.space import ScaleNASSpace
 from scalenas_tf.families.scalenas.stem import Stem
 from scalenas_tf.families.scalenas.transition import Transition
-from scalenas_tf.families.scalenas import heads
-from scalenas_tf.arch import ArchError
-from scalenas_tf.families.scalenas.space import ScaleNASArch
-from scalenas_tf.families.scalenas.space import ScaleNASSpace
+from scalenas_tf.models.supernet import Supernet
 
 
 @keras.saving.register_keras_serializable(package="scalenas")
@@ -131,6 +129,8 @@ class ScaleNASSupernet(Supernet):
     def features(self, images, arch=None, training=None):
         """The multi-resolution features of the last module (a list, one tensor per branch)."""
         vector = self.arch_tensor(arch)
+        with tf.control_dependencies([vector]):  # in graph, nothing (e.g. stem BN statistics) runs before the check
+            images = tf.identity(images)
         x = self.stem(images, training=training)
         xs, t = [x], 0
         for (stage, module, _), hr_module, (lo, hi) in zip(self.space.module_layout(), self.hr_modules, self._slices):

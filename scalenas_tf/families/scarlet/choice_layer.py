@@ -4,9 +4,9 @@ import keras
 import tensorflow as tf
 
 from scalenas_tf.families.scarlet.mobile_block import MobileBlock
-from scalenas_tf.families.scarlet.stabilizer import Stabilizer
 from scalenas_tf.families.scarlet.space import IDENTITY
 from scalenas_tf.families.scarlet.space import parse_choice
+from scalenas_tf.families.scarlet.stabilizer import Stabilizer
 
 
 @keras.saving.register_keras_serializable(package="scalenas")

@@ -16,6 +16,7 @@ import dataclasses
 
 import numpy as np
 
+from scalenas_tf.arch import ArchError
 from scalenas_tf.families.scarlet.space import BACKWARD
 from scalenas_tf.families.scarlet.space import FORWARD
 from scalenas_tf.families.scarlet.space import HEAD
@@ -26,7 +27,6 @@ from scalenas_tf.families.scarlet.space import ScarletSpace
 from scalenas_tf.families.scarlet.space import fold_plan
 from scalenas_tf.families.scarlet.space import parse_choice
 from scalenas_tf.search.cost import MacUnits
-from scalenas_tf.arch import ArchError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,6 @@
 """Mobile building blocks of the SCARLET space: the inverted-residual choice block and the ELS."""
 
 import keras
-import numpy as np
 
 from scalenas_tf.families.scarlet.stabilizer import fold_into_projection
 from scalenas_tf.layers import common

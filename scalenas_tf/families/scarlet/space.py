@@ -177,6 +177,8 @@ class ScarletSpace:
         for name, allowed in (("variant", VARIANTS), ("activation", ACTIVATIONS), ("identity_op", IDENTITY_OPS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"`{name}` must be one of {allowed}. Received: {name}={getattr(self, name)!r}")
+        if not isinstance(self.identity_everywhere, (bool, np.bool_)):
+            raise ValueError(f"`identity_everywhere` must be true or false. Received: {self.identity_everywhere!r}")
         if self.identity_everywhere and self.identity_op != "els":
             raise ValueError(
                 "`identity_everywhere=True` needs `identity_op='els'`: a parameter-free skip cannot change "

@@ -11,15 +11,14 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from scalenas_tf.families.scarlet.stabilizer import fold_into_projection
 from scalenas_tf.families.scarlet.space import BACKWARD
 from scalenas_tf.families.scarlet.space import FORWARD
-from scalenas_tf.families.scarlet.space import HEAD
 from scalenas_tf.families.scarlet.space import IDENTITY
 from scalenas_tf.families.scarlet.space import KEPT
 from scalenas_tf.families.scarlet.space import STEM
 from scalenas_tf.families.scarlet.space import ScarletArch
 from scalenas_tf.families.scarlet.space import fold_plan
+from scalenas_tf.families.scarlet.stabilizer import fold_into_projection
 from scalenas_tf.layers import common
 from scalenas_tf.registry import Extraction
 

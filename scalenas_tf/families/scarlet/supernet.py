@@ -3,16 +3,13 @@
 import dataclasses
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from scalenas_tf import tasks
-from scalenas_tf.models.supernet import Supernet
-from scalenas_tf.layers import common
 from scalenas_tf.families.scarlet.choice_layer import ChoiceLayer
-from scalenas_tf.families.scarlet.space import ScarletArch
 from scalenas_tf.families.scarlet.space import ScarletSpace
-from scalenas_tf.arch import ArchError
+from scalenas_tf.layers import common
+from scalenas_tf.models.supernet import Supernet
 
 
 @keras.saving.register_keras_serializable(package="scalenas")
@@ -124,6 +121,8 @@ class ScarletSupernet(Supernet):
     def features(self, images, arch=None, training=None):
         """The last searchable layer's output `(batch, h/32, w/32, channels[-1])`."""
         vector = self.arch_tensor(arch)
+        with tf.control_dependencies([vector]):  # in graph, nothing (e.g. stem BN statistics) runs before the check
+            images = tf.identity(images)
         x = self.stem(images, training=training)
         for i, layer in enumerate(self.choice_layers):
             x = layer(x, vector[i], training=training)
