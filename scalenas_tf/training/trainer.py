@@ -124,6 +124,9 @@ class SupernetTrainer(keras.Model):
         """Like `keras.Model.compile`; also builds the optimizer so the step traces once."""
         if "loss" in kwargs:
             raise ValueError("SupernetTrainer computes its own loss; pass `task_loss` to the constructor instead.")
+        # XLA off unless asked for: Keras's "auto" turns it on for GPUs, where it drops the supernet's
+        # in-graph arch assertions and compiles the gating conds only after care (DESIGN.md).
+        kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=optimizer, **kwargs)
         if not self.built:
             self.build((None, None, None, 3))
