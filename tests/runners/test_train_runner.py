@@ -148,5 +148,5 @@ def test_multi_worker_trains_and_resumes_after_both_workers_are_killed(tmp_path)
 def test_config_without_train_section_is_a_clear_error(tmp_path):
     from configs import scalenas_seg
 
-    with pytest.raises(ValueError, match="config.data"):
+    with pytest.raises(ValueError, match="missing the section `config.train`"):
         train_runner.run(scalenas_seg.get_config("w8"), str(tmp_path))
