@@ -32,7 +32,10 @@ _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed repeats per model (best is
 _NUM_ARCHS = flags.DEFINE_integer("num_archs", 20, "Random archs run through the one traced function.", lower_bound=1)
 _WHAT = flags.DEFINE_enum("what", "forward", ["forward", "train_step"], "What to benchmark.")
 _PRECISION = flags.DEFINE_enum(
-    "precision", None, ["float32", "mixed_bfloat16", "mixed_float16"], "train_step: dtype policy (default: config.train.precision)."
+    "precision",
+    None,
+    ["float32", "mixed_bfloat16", "mixed_float16"],
+    "train_step: dtype policy (default: config.train.precision).",
 )
 _SAMPLED_STEPS = flags.DEFINE_integer(
     "sampled_steps", 200, "train_step: steps with the config's sampler.", lower_bound=1
@@ -99,8 +102,11 @@ def _forward_benchmark():
     rng = np.random.default_rng(0)
     for _ in range(_NUM_ARCHS.value):
         forward(x, tf.constant(space.to_vector(space.sample(rng)))).numpy()
-    result = {"space": family.name, "trace_and_first_call_s": round(trace_s, 2),
-              "traces": forward.experimental_get_tracing_count()}
+    result = {
+        "space": family.name,
+        "trace_and_first_call_s": round(trace_s, 2),
+        "traces": forward.experimental_get_tracing_count(),
+    }
     print(f"one tf.function over {_NUM_ARCHS.value + 1} archs: {result['traces']} trace(s), first call {trace_s:.1f} s")
 
     for name in dict.fromkeys(("smallest", family.default_arch, "largest")):
@@ -148,13 +154,20 @@ def _train_step_benchmark():
     precision = _PRECISION.value or train.precision
     keras.config.set_dtype_policy(precision)
     keras.utils.set_random_seed(experiment.seed)
-    dataset = pipeline.make_dataset(task, "train", data.batch_size, size, source=data.source, seed=experiment.seed,
-                                    source_kwargs=data.source_kwargs)
+    dataset = pipeline.make_dataset(
+        task, "train", data.batch_size, size, source=data.source, seed=experiment.seed, source_kwargs=data.source_kwargs
+    )
     images, targets = next(iter(dataset))
     task_loss = losses.task_loss(task)
-    result = {"space": experiment.family.name,
-              "config": {"batch": int(data.batch_size), "input_size": list(size), "optimizer": train.optimizer,
-                         "precision": precision}}
+    result = {
+        "space": experiment.family.name,
+        "config": {
+            "batch": int(data.batch_size),
+            "input_size": list(size),
+            "optimizer": train.optimizer,
+            "precision": precision,
+        },
+    }
 
     # 1. The config's sampler through Keras fit: one trace for every sampled subnet.
     net = experiment.build_supernet()
@@ -165,7 +178,10 @@ def _train_step_benchmark():
     result["sampled_steps"] = _SAMPLED_STEPS.value
     result["sampled_fit_s"] = round(time.perf_counter() - start, 1)
     result["train_function_traces"] = trainer.train_step_traces
-    print(f"fit over {_SAMPLED_STEPS.value} sampled steps: {trainer.train_step_traces} trace(s), {result['sampled_fit_s']} s")
+    print(
+        f"fit over {_SAMPLED_STEPS.value} sampled steps: {trainer.train_step_traces} trace(s), "
+        f"{result['sampled_fit_s']} s"
+    )
 
     # 2. Per arch: the one compiled supernet step vs the static model of that arch.
     feed = FeedSampler(space)
@@ -194,7 +210,10 @@ def _train_step_benchmark():
             "static_first_step_s": round(first, 2),
         }
         records.append(record)
-        print(f"arch {i}: supernet {record['supernet_ms']} ms, static {record['static_ms']} ms, ratio {record['ratio']}, static first step {record['static_first_step_s']} s")
+        print(
+            f"arch {i}: supernet {record['supernet_ms']} ms, static {record['static_ms']} ms, "
+            f"ratio {record['ratio']}, static first step {record['static_first_step_s']} s"
+        )
     ratios = [r["ratio"] for r in records]
     result["archs"] = records
     result["ratio_median"] = round(float(np.median(ratios)), 3)

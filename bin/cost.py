@@ -25,7 +25,9 @@ from ml_collections import config_flags
 from scalenas_tf import cli
 from scalenas_tf.runners import cost as cost_runner
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file[:variant], e.g. configs/scalenas_pose.py:w32.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Python config file[:variant], e.g. configs/scalenas_pose.py:w32."
+)
 _ARCH = flags.DEFINE_string(
     "arch",
     None,

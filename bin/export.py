@@ -22,9 +22,15 @@ from scalenas_tf import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file[:variant].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training/search workdir.")
-_ARCH = flags.DEFINE_string("arch", None, "A named arch (largest, smallest; hrnet; scarlet_a/b/c, all_<choice>) or an arch JSON path "
-    "(default: config.export.arch).")
-_BUDGET = flags.DEFINE_float("budget", None, "Pick the best Pareto point costing at most this (default: config.export.budget).")
+_ARCH = flags.DEFINE_string(
+    "arch",
+    None,
+    "A named arch (largest, smallest; hrnet; scarlet_a/b/c, all_<choice>) or an arch JSON path "
+    "(default: config.export.arch).",
+)
+_BUDGET = flags.DEFINE_float(
+    "budget", None, "Pick the best Pareto point costing at most this (default: config.export.budget)."
+)
 _NAME = flags.DEFINE_string("name", None, "Subfolder of workdir/export (default: config.export.name or the arch hash).")
 
 
@@ -41,8 +47,16 @@ def main(argv):
     if search_summary is not None:
         print(search_runner.format_summary(search_summary))
     print(export_runner.format_summary(summary))
-    print(json.dumps({"export_dir": summary["export_dir"], "arch_hash": summary["arch_hash"],
-                      "metric": summary["metric"]["value"], "constant_baseline": summary["metric"]["constant_baseline"]}))
+    print(
+        json.dumps(
+            {
+                "export_dir": summary["export_dir"],
+                "arch_hash": summary["arch_hash"],
+                "metric": summary["metric"]["value"],
+                "constant_baseline": summary["metric"]["constant_baseline"],
+            }
+        )
+    )
     return 0
 
 

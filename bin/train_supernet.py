@@ -1,4 +1,4 @@
-r"""Trains the supernet of a config (any registered family: sampled subnets, distillation) and writes checkpoints and logs.
+r"""Trains the supernet of a config (any registered family): sampled subnets, distillation, checkpoints, logs.
 
   python bin/train_supernet.py --config=configs/shapes_seg.py --workdir=/tmp/shapes_seg
   python bin/train_supernet.py --config=configs/shapes_seg.py --workdir=/tmp/shapes_seg --strategy=mirrored

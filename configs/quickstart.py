@@ -31,7 +31,10 @@ def get_config(arg=None):
     # Objects of at least 12% of the image side (the default data goes down to 4%, a few pixels,
     # which a 1/4-resolution head cannot resolve after minutes of CPU training).
     config.data = dict(
-        source="shapes", source_kwargs=dict(min_size=0.12), batch_size=16, train_examples=8192,
+        source="shapes",
+        source_kwargs=dict(min_size=0.12),
+        batch_size=16,
+        train_examples=8192,
         validation_examples=256,
     )
     # 1500 steps of one sampled subnet each (~150 ms per step on 2 CPU cores; an in-place teacher

@@ -24,7 +24,9 @@ def get_config(arg=None):
     if name.endswith("_skip"):
         name, identity_op = name[: -len("_skip")], "skip"
     if name not in VARIANTS:
-        raise ValueError(f"configs/scarlet.py variant must be one of {VARIANTS} (optionally + '_skip'). Received: {arg!r}")
+        raise ValueError(
+            f"configs/scarlet.py variant must be one of {VARIANTS} (optionally + '_skip'). Received: {arg!r}"
+        )
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.search_space = dict(
@@ -96,14 +98,31 @@ def _cpu(config):
     # One shape covering >= 50% of the side (at 32x32 the default 4% is one pixel). Measured: the
     # extracted largest path, trained alone for 600 steps, reaches 0.81 validation accuracy here; with
     # up to 2 objects of >= 25%, a plain 3-layer CNN reached only 0.40 train accuracy in 600 steps.
-    config.data = dict(source="shapes", source_kwargs=dict(min_size=0.5, max_objects=1), batch_size=32,
-                       train_examples=8192, validation_examples=512)
+    config.data = dict(
+        source="shapes",
+        source_kwargs=dict(min_size=0.5, max_objects=1),
+        batch_size=32,
+        train_examples=8192,
+        validation_examples=512,
+    )
     config.train.update(
-        steps=1200, steps_per_epoch=200, optimizer="adam", learning_rate=0.003, weight_decay=0.0,
-        warmup_steps=50, sampler="spos",
+        steps=1200,
+        steps_per_epoch=200,
+        optimizer="adam",
+        learning_rate=0.003,
+        weight_decay=0.0,
+        warmup_steps=50,
+        sampler="spos",
     )
     # MAdds at 32x32: 0.27M (smallest) to 2.08M (largest); uniform paths 0.70-1.54M (median 1.11M).
     config.search.update(
-        population=20, generations=5, max_cost=1.2, min_metric=0.3, num_outputs=5,
-        calibration_batches=2, calibration_batch_size=64, validation_examples=512, batch_size=128,
+        population=20,
+        generations=5,
+        max_cost=1.2,
+        min_metric=0.3,
+        num_outputs=5,
+        calibration_batches=2,
+        calibration_batch_size=64,
+        validation_examples=512,
+        batch_size=128,
     )

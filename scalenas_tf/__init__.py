@@ -38,6 +38,12 @@ def __getattr__(name):
 
 
 __all__ = [
-    "ArchError", "ModuleArch", "ScaleNASArch", "ScaleNASSpace", "PRESETS", "ScarletArch", "ScarletSpace",
+    "ArchError",
+    "ModuleArch",
+    "ScaleNASArch",
+    "ScaleNASSpace",
+    "PRESETS",
+    "ScarletArch",
+    "ScarletSpace",
     *_LAZY,
 ]

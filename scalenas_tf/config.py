@@ -46,11 +46,16 @@ def build_optimizer(train: Any):
     steps, warmup = int(train.steps), int(train.warmup_steps)
     lr = float(train.learning_rate)
     schedule = keras.optimizers.schedules.CosineDecay(
-        lr if warmup == 0 else 0.0, decay_steps=steps - warmup, warmup_target=lr if warmup else None, warmup_steps=warmup
+        lr if warmup == 0 else 0.0,
+        decay_steps=steps - warmup,
+        warmup_target=lr if warmup else None,
+        warmup_steps=warmup,
     )
     decay = float(train.weight_decay) or None
     if name == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=float(train.momentum), nesterov=bool(train.nesterov), weight_decay=decay)
+        return keras.optimizers.SGD(
+            schedule, momentum=float(train.momentum), nesterov=bool(train.nesterov), weight_decay=decay
+        )
     if name == "adam":
         return keras.optimizers.Adam(schedule, weight_decay=decay)
     if name == "adamw":

@@ -70,8 +70,18 @@ def _int(fields, section, name, default=None, low=1, required=False, allow_none=
     return value
 
 
-def _float(fields, section, name, default=None, low=None, high=None, low_open=False, high_open=False,
-           required=False, allow_none=False):
+def _float(
+    fields,
+    section,
+    name,
+    default=None,
+    low=None,
+    high=None,
+    low_open=False,
+    high_open=False,
+    required=False,
+    allow_none=False,
+):
     if name not in fields:
         if required:
             raise ConfigError(f"Config is missing the field `config.{section}.{name}`")
@@ -207,8 +217,15 @@ class ExportSettings:
 
 _DATA_FIELDS = ("source", "batch_size", "train_examples", "validation_examples", "source_kwargs")
 _TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainSettings))
-_EVALUATION_FIELDS = ("methods", "cost_measure", "calibration_batches", "calibration_batch_size",
-                      "validation_examples", "batch_size", "recalibrate")
+_EVALUATION_FIELDS = (
+    "methods",
+    "cost_measure",
+    "calibration_batches",
+    "calibration_batch_size",
+    "validation_examples",
+    "batch_size",
+    "recalibrate",
+)
 _EXPORT_FIELDS = tuple(f.name for f in dataclasses.fields(ExportSettings))
 
 
@@ -263,7 +280,9 @@ class Experiment:
             space = family.build_space(space_fields)
         except ValueError as e:
             message = str(e)
-            raise ConfigError(message if "config.search_space" in message else f"config.search_space: {message}") from None
+            raise ConfigError(
+                message if "config.search_space" in message else f"config.search_space: {message}"
+            ) from None
         train = _train(_section(top, "train", "train" in require), family)
         search = _search(_section(top, "search", "search" in require), family)
         data = _data(_section(top, "data", "data" in require or "train" in require), "train" in require)
@@ -274,8 +293,7 @@ class Experiment:
             config_json = config.to_json_best_effort(indent=2)
         except AttributeError:
             config_json = json.dumps(top, indent=2, default=repr)
-        return cls(family, space, seed, model, data, train, search, export, config_json,
-                   dict(top["search_space"]))
+        return cls(family, space, seed, model, data, train, search, export, config_json, dict(top["search_space"]))
 
     def require(self, section: str):
         value = getattr(self, section)
@@ -400,8 +418,12 @@ def _search(fields, family: registry.Family) -> SearchSettings | None:
     if isinstance(methods, str) or not isinstance(methods, (list, tuple)):
         methods = (methods,)
     methods = tuple(methods)
-    if (not methods or not all(isinstance(m, str) for m in methods)  # a list or dict entry is unhashable
-            or any(m not in family.searches for m in methods) or len(set(methods)) != len(methods)):
+    if (
+        not methods
+        or not all(isinstance(m, str) for m in methods)  # a list or dict entry is unhashable
+        or any(m not in family.searches for m in methods)
+        or len(set(methods)) != len(methods)
+    ):
         raise ConfigError(
             f"config.search.methods must be distinct names from {list(family.searches)}. Received: {_short(methods)}"
         )
@@ -409,8 +431,9 @@ def _search(fields, family: registry.Family) -> SearchSettings | None:
     try:
         algorithm = family.settings({k: fields[k] for k in algorithm_fields if k in fields})
     except (TypeError, ValueError) as e:
-        raise ConfigError(str(e) if str(e).startswith("search.") or "config.search" in str(e)
-                          else f"config.search: {e}") from None
+        raise ConfigError(
+            str(e) if str(e).startswith("search.") or "config.search" in str(e) else f"config.search: {e}"
+        ) from None
     return SearchSettings(
         methods=methods,
         cost_measure=measure,

@@ -187,7 +187,9 @@ class Family:
     def search(self, method: str):
         """The search function of `method`."""
         if method not in self.searches:
-            raise ValueError(f"Unknown search method {method!r} for the {self.name} space. Expected one of {list(self.searches)}")
+            raise ValueError(
+                f"Unknown search method {method!r} for the {self.name} space. Expected one of {list(self.searches)}"
+            )
         return _load(self.searches[method])
 
 

@@ -21,5 +21,6 @@ def head_reads_all_branches(task: str) -> bool:
     """Top-down pose reads only branch 0 of the last module; the other heads read every branch."""
     return task != "pose"
 
+
 # Segmentation label of pixels that do not count (HRNet/Cityscapes convention).
 IGNORE_LABEL = 255

@@ -777,9 +777,7 @@ def read_json_list(
     obj = read_json(path, what, max_bytes=max_bytes)
     where = f"{what} {_show(path)}"
     if not isinstance(obj, list):
-        raise WorkdirError(
-            f"{where}: expected a JSON array at the top level, got {_json_type_name(obj)} {_short(obj)}"
-        )
+        raise WorkdirError(f"{where}: expected a JSON array at the top level, got {_json_type_name(obj)} {_short(obj)}")
     for index, item in enumerate(obj):
         if not isinstance(item, dict):
             raise WorkdirError(f"{where}: item [{index}] must be an object, got {_json_type_name(item)} {_short(item)}")

@@ -5,7 +5,11 @@ import numpy as np
 
 
 def _batch_norms(model):
-    return [l for l in model._flatten_layers(include_self=False, recursive=True) if isinstance(l, keras.layers.BatchNormalization)]
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
 
 
 def randomize_batch_norm(model, seed=0, images=None):

@@ -14,10 +14,12 @@ from scalenas_tf.families.scarlet.space import ScarletSpace
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "scalenas_tf"
 # Small spaces per family (the registry's generic calls must work on any space of the family).
 SMALL = {
-    "scalenas": dict(width=4, depth_choices=(3, 4), num_modules=(1, 1), num_branches=(2, 3), stem_channels=8,
-                     layer1_blocks=1),
-    "scarlet": dict(variant="s1", channels=(8, 8, 16), strides=(2, 1, 2), stem_channels=8, first_channels=8,
-                    head_channels=16),
+    "scalenas": dict(
+        width=4, depth_choices=(3, 4), num_modules=(1, 1), num_branches=(2, 3), stem_channels=8, layer1_blocks=1
+    ),
+    "scarlet": dict(
+        variant="s1", channels=(8, 8, 16), strides=(2, 1, 2), stem_channels=8, first_channels=8, head_channels=16
+    ),
 }
 TASKS = {"scalenas": "seg", "scarlet": "cls"}
 
@@ -25,7 +27,9 @@ TASKS = {"scalenas": "seg", "scarlet": "cls"}
 def test_names_and_lookup():
     assert registry.names() == ("scalenas", "scarlet")
     assert registry.get("scarlet").space_class is ScarletSpace
-    with pytest.raises(ValueError, match=r"config.search_space.type must be one of \['scalenas', 'scarlet'\]. Received: 'nope'"):
+    with pytest.raises(
+        ValueError, match=r"config.search_space.type must be one of \['scalenas', 'scarlet'\]. Received: 'nope'"
+    ):
         registry.get("nope")
     assert registry.family_of(ScaleNASSpace(width=8)).name == "scalenas"
     with pytest.raises(TypeError, match="No registered search-space family serves a dict"):
@@ -66,8 +70,9 @@ def test_every_family_provides_what_generic_code_asks_for(name):
     arch, summary = family.cost_report(family, space, task, 4, (32, 32), arch="largest")
     assert summary["arch_hash"] == arch.hash() and "params" in family.format_cost(summary)
     # Searches and their settings: every method runs on a synthetic metric and respects the budget.
-    settings = family.settings({"population": 4, "seed": 1, **({"budget": 6} if name == "scalenas" else
-                                                               {"generations": 1, "num_outputs": 2})})
+    settings = family.settings(
+        {"population": 4, "seed": 1, **({"budget": 6} if name == "scalenas" else {"generations": 1, "num_outputs": 2})}
+    )
     rng = np.random.default_rng(0)
     scores = {}
 
@@ -112,9 +117,11 @@ def _imports(path):
 def test_generic_code_never_imports_a_family():
     """Runners, trainer, evaluator, search, export, models, config and the CLI reach families only
     through the registry, so adding a family edits none of them."""
-    generic = [p for p in PACKAGE.rglob("*.py") if "families" not in p.relative_to(PACKAGE).parts
-               and p.name != "__init__.py"]
+    generic = [
+        p for p in PACKAGE.rglob("*.py") if "families" not in p.relative_to(PACKAGE).parts and p.name != "__init__.py"
+    ]
     assert len(generic) > 20
-    offenders = {str(p.relative_to(PACKAGE)): m for p in generic for m in _imports(p)
-                 if m.startswith("scalenas_tf.families")}
+    offenders = {
+        str(p.relative_to(PACKAGE)): m for p in generic for m in _imports(p) if m.startswith("scalenas_tf.families")
+    }
     assert offenders == {}

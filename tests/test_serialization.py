@@ -70,61 +70,107 @@ LAYER_CASES: dict[str, list[Case]] = {
         Case(dict(in_channels=16, planes=4, name="bneck_id"), lambda r: ((_normal(r, 2, 6, 6, 16),), {})),
     ],
     "FusionEdge": [
-        Case(dict(source=1, target=0, source_channels=8, target_channels=4, name="fe_up"),
-             lambda r: ((_normal(r, 2, 4, 4, 8),), dict(target_hw=(7, 7)))),  # odd target: the crop
-        Case(dict(source=0, target=2, source_channels=4, target_channels=16, name="fe_down"),
-             lambda r: ((_normal(r, 2, 8, 8, 4),), dict(target_hw=(2, 2)))),
+        Case(
+            dict(source=1, target=0, source_channels=8, target_channels=4, name="fe_up"),
+            lambda r: ((_normal(r, 2, 4, 4, 8),), dict(target_hw=(7, 7))),
+        ),  # odd target: the crop
+        Case(
+            dict(source=0, target=2, source_channels=4, target_channels=16, name="fe_down"),
+            lambda r: ((_normal(r, 2, 8, 8, 4),), dict(target_hw=(2, 2))),
+        ),
     ],
     "HRModule": [
-        Case(dict(branch_channels=(4, 8), depth_choices=(1, 2), name="hrm"),
-             lambda r: (([_normal(r, 2, 8, 8, 4), _normal(r, 2, 4, 4, 8)], _HR_ARCH), {})),
+        Case(
+            dict(branch_channels=(4, 8), depth_choices=(1, 2), name="hrm"),
+            lambda r: (([_normal(r, 2, 8, 8, 4), _normal(r, 2, 4, 4, 8)], _HR_ARCH), {}),
+        ),
     ],
     "Stem": [Case(dict(channels=8, num_blocks=1, name="stem"), lambda r: ((_normal(r, 2, 16, 16, 3),), {}))],
     "Transition": [
         Case(dict(in_channels=(32,), out_channels=(4, 8), name="trans"), lambda r: (([_normal(r, 2, 8, 8, 32)],), {})),
-        Case(dict(in_channels=(4, 8), out_channels=(4, 8, 16, 32), name="trans_wide"),
-             lambda r: (([_normal(r, 2, 8, 8, 4), _normal(r, 2, 4, 4, 8)],), {})),
+        Case(
+            dict(in_channels=(4, 8), out_channels=(4, 8, 16, 32), name="trans_wide"),
+            lambda r: (([_normal(r, 2, 8, 8, 4), _normal(r, 2, 4, 4, 8)],), {}),
+        ),
     ],
     "PoseHead": [
-        Case(dict(branch_channels=(4, 8), num_classes=3, name="pose_head"),
-             lambda r: (([_normal(r, 2, 8, 8, 4), _normal(r, 2, 4, 4, 8)],), {})),
+        Case(
+            dict(branch_channels=(4, 8), num_classes=3, name="pose_head"),
+            lambda r: (([_normal(r, 2, 8, 8, 4), _normal(r, 2, 4, 4, 8)],), {}),
+        ),
     ],
     "SegmentationHead": [
-        Case(dict(branch_channels=(4, 8), num_classes=3, name="seg_head"),
-             lambda r: (([_normal(r, 2, 8, 8, 4), _normal(r, 2, 4, 4, 8)],), {})),
+        Case(
+            dict(branch_channels=(4, 8), num_classes=3, name="seg_head"),
+            lambda r: (([_normal(r, 2, 8, 8, 4), _normal(r, 2, 4, 4, 8)],), {}),
+        ),
     ],
     "ClassificationHead": [
-        Case(dict(branch_channels=(4, 8), num_classes=3, name="cls_head"),
-             lambda r: (([_normal(r, 2, 8, 8, 4), _normal(r, 2, 4, 4, 8)],), {})),
+        Case(
+            dict(branch_channels=(4, 8), num_classes=3, name="cls_head"),
+            lambda r: (([_normal(r, 2, 8, 8, 4), _normal(r, 2, 4, 4, 8)],), {}),
+        ),
     ],
     "MobileBlock": [
-        Case(dict(in_channels=8, filters=8, kernel_size=3, expand_ratio=3, use_se=True, strides=1, name="mb_se"),
-             lambda r: ((_normal(r, 2, 8, 8, 8),), {})),
-        Case(dict(in_channels=8, filters=16, kernel_size=5, expand_ratio=6, strides=2, activation="relu6", name="mb_s2"),
-             lambda r: ((_normal(r, 2, 9, 9, 8),), {})),
+        Case(
+            dict(in_channels=8, filters=8, kernel_size=3, expand_ratio=3, use_se=True, strides=1, name="mb_se"),
+            lambda r: ((_normal(r, 2, 8, 8, 8),), {}),
+        ),
+        Case(
+            dict(in_channels=8, filters=16, kernel_size=5, expand_ratio=6, strides=2, activation="relu6", name="mb_s2"),
+            lambda r: ((_normal(r, 2, 9, 9, 8),), {}),
+        ),
     ],
     "Stabilizer": [
         Case(dict(in_channels=8, filters=8, name="els"), lambda r: ((_normal(r, 2, 8, 8, 8),), {})),
         Case(dict(in_channels=8, filters=16, strides=2, name="els_s2"), lambda r: ((_normal(r, 2, 9, 9, 8),), {})),
     ],
     "ChoiceLayer": [
-        Case(dict(in_channels=8, filters=8, strides=1, choices=("K3E3", "K5E6+SE", "id"), choice_ids=(0, 9, 12),
-                  name="choice_block"), lambda r: ((_normal(r, 2, 8, 8, 8), np.int32(9)), {})),
-        Case(dict(in_channels=8, filters=8, strides=1, choices=("K3E3", "id"), choice_ids=(0, 6), name="choice_els"),
-             lambda r: ((_normal(r, 2, 8, 8, 8), np.int32(6)), {})),
-        Case(dict(in_channels=8, filters=8, strides=1, choices=("K3E3", "id"), choice_ids=(0, 6), identity_op="skip",
-                  name="choice_skip"), lambda r: ((_normal(r, 2, 8, 8, 8), np.int32(0)), {})),
+        Case(
+            dict(
+                in_channels=8,
+                filters=8,
+                strides=1,
+                choices=("K3E3", "K5E6+SE", "id"),
+                choice_ids=(0, 9, 12),
+                name="choice_block",
+            ),
+            lambda r: ((_normal(r, 2, 8, 8, 8), np.int32(9)), {}),
+        ),
+        Case(
+            dict(in_channels=8, filters=8, strides=1, choices=("K3E3", "id"), choice_ids=(0, 6), name="choice_els"),
+            lambda r: ((_normal(r, 2, 8, 8, 8), np.int32(6)), {}),
+        ),
+        Case(
+            dict(
+                in_channels=8,
+                filters=8,
+                strides=1,
+                choices=("K3E3", "id"),
+                choice_ids=(0, 6),
+                identity_op="skip",
+                name="choice_skip",
+            ),
+            lambda r: ((_normal(r, 2, 8, 8, 8), np.int32(0)), {}),
+        ),
     ],
 }
 
 # Small spaces per family (and the input size their supernets get).
 FAMILY_SPACES: dict[str, tuple[dict[str, Any], tuple[int, int]]] = {
     "scalenas": (
-        dict(width=4, num_modules=(1, 1, 1), stem_channels=8, layer1_blocks=1, depth_choices=(1, 2)), (32, 32)
+        dict(width=4, num_modules=(1, 1, 1), stem_channels=8, layer1_blocks=1, depth_choices=(1, 2)),
+        (32, 32),
     ),
     "scarlet": (
-        dict(variant="s1", channels=(8, 8, 16, 16), strides=(1, 1, 2, 1), stem_channels=8, first_channels=8,
-             head_channels=24),
+        dict(
+            variant="s1",
+            channels=(8, 8, 16, 16),
+            strides=(1, 1, 2, 1),
+            stem_channels=8,
+            first_channels=8,
+            head_channels=24,
+        ),
         (16, 16),
     ),
 }
@@ -177,7 +223,9 @@ def test_every_layer_class_has_a_case():
     assert not missing, (
         f"Layer classes without a serialization test: {missing} (in "
         f"{[LAYER_CLASSES[n].__module__ for n in missing]}). Add to LAYER_CASES in tests/test_serialization.py: "
-        + ", ".join(f'"{n}": [Case(dict(<small constructor kwargs>), lambda rng: ((<call args>,), {{}}))]' for n in missing)
+        + ", ".join(
+            f'"{n}": [Case(dict(<small constructor kwargs>), lambda rng: ((<call args>,), {{}}))]' for n in missing
+        )
     )
     stale = sorted(set(LAYER_CASES) - set(LAYER_CLASSES))
     assert not stale, f"LAYER_CASES entries for classes that no longer exist: {stale}"
@@ -188,7 +236,8 @@ def test_every_layer_class_has_a_case():
 def test_every_supernet_class_belongs_to_a_family():
     supernets = set(family_supernet_classes().values())
     orphans = sorted(
-        name for name, cls in LAYER_CLASSES.items()
+        name
+        for name, cls in LAYER_CLASSES.items()
         if issubclass(cls, Supernet) and cls not in supernets and name not in ABSTRACT
     )
     assert not orphans, f"Supernet classes no registered family builds (register a family for them): {orphans}"

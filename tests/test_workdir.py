@@ -36,8 +36,25 @@ def test_check_name_accepts_plain_names(name):
 
 @pytest.mark.parametrize(
     "name",
-    ["", ".", "..", "a/b", "/abs", "..\\x", "a\\b", "a\x00b", "a\nb", " x", "x ", ".hidden", "-rf", "a b", "é",
-     "x" * 200, "A" * 129],
+    [
+        "",
+        ".",
+        "..",
+        "a/b",
+        "/abs",
+        "..\\x",
+        "a\\b",
+        "a\x00b",
+        "a\nb",
+        " x",
+        "x ",
+        ".hidden",
+        "-rf",
+        "a b",
+        "é",
+        "x" * 200,
+        "A" * 129,
+    ],
 )
 def test_check_name_rejects_bad_names(name):
     with pytest.raises(WorkdirError) as info:
@@ -131,7 +148,7 @@ def test_failure_partway_through_write_keeps_old_content(tmp_path, monkeypatch):
 
 def test_atomic_write_csv_and_type_checks(tmp_path):
     path = tmp_path / "f.csv"
-    workdir.atomic_write_csv(path, [["arch", "acc"], ["a,b", 0.5], ["q\"uote", 1]])
+    workdir.atomic_write_csv(path, [["arch", "acc"], ["a,b", 0.5], ['q"uote', 1]])
     assert path.read_text() == 'arch,acc\n"a,b",0.5\n"q""uote",1\n'
     with pytest.raises(WorkdirError, match="f.csv"):
         workdir.atomic_write_csv(path, [["ok"], 3])  # a non-iterable row fails before the disk is touched

@@ -105,8 +105,14 @@ class SubnetEvaluator:
             labels = np.concatenate([np.asarray(t).reshape(-1) for _, t in source])
             labels = labels[labels != metrics.IGNORE_LABEL]
             constant = int(np.bincount(labels, minlength=self.num_classes).argmax())
-        total = sum(metrics.constant_statistic(self.task, self.num_classes, t, constant) for _, t in self.validation_batches)
-        return {"metric": metrics.metric_from_statistic(self.task, total), "metric_name": self.metric_name, "constant": constant}
+        total = sum(
+            metrics.constant_statistic(self.task, self.num_classes, t, constant) for _, t in self.validation_batches
+        )
+        return {
+            "metric": metrics.metric_from_statistic(self.task, total),
+            "metric_name": self.metric_name,
+            "constant": constant,
+        }
 
 
 def make_evaluator(experiment, supernet) -> SubnetEvaluator:
@@ -115,13 +121,27 @@ def make_evaluator(experiment, supernet) -> SubnetEvaluator:
 
     search, data, model = experiment.require("search"), experiment.require("data"), experiment.model
     calibration = pipeline.make_dataset(
-        model.task, "train", search.calibration_batch_size, model.input_size, source=data.source,
-        seed=experiment.seed, shuffle=False, repeat=False, drop_remainder=True,
-        num_examples=search.calibration_batches * search.calibration_batch_size, source_kwargs=data.source_kwargs,
+        model.task,
+        "train",
+        search.calibration_batch_size,
+        model.input_size,
+        source=data.source,
+        seed=experiment.seed,
+        shuffle=False,
+        repeat=False,
+        drop_remainder=True,
+        num_examples=search.calibration_batches * search.calibration_batch_size,
+        source_kwargs=data.source_kwargs,
     )
     validation = pipeline.make_dataset(
-        model.task, "validation", search.batch_size, model.input_size, source=data.source, seed=experiment.seed,
-        num_examples=search.validation_examples, source_kwargs=data.source_kwargs,
+        model.task,
+        "validation",
+        search.batch_size,
+        model.input_size,
+        source=data.source,
+        seed=experiment.seed,
+        num_examples=search.validation_examples,
+        source_kwargs=data.source_kwargs,
     )
     return SubnetEvaluator(
         supernet,

@@ -36,7 +36,9 @@ def batch_statistic(task, num_classes, targets, outputs):
         return matrix
     if task == "cls":
         labels = tf.cast(tf.reshape(targets, [-1]), tf.int32)
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(outputs, axis=-1, output_type=tf.int32), labels), tf.float64))
+        correct = tf.reduce_sum(
+            tf.cast(tf.equal(tf.argmax(outputs, axis=-1, output_type=tf.int32), labels), tf.float64)
+        )
         return tf.stack([correct, tf.cast(tf.size(labels), tf.float64)])
     heatmaps, weight = targets["heatmaps"], tf.cast(targets["target_weight"], tf.float64)
     distance = tf.norm(_argmax_2d(outputs) - _argmax_2d(heatmaps), axis=-1)

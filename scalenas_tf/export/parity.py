@@ -48,7 +48,11 @@ def run_saved_model_isolated(saved_model_dir: str, images: np.ndarray, timeout: 
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         proc = subprocess.run(
             [sys.executable, "-c", _ISOLATED, os.path.abspath(saved_model_dir), inputs, outputs],
-            cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout,
+            cwd=tmp,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if proc.returncode != 0:
             raise ParityError(

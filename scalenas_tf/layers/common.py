@@ -70,8 +70,12 @@ def batch_norm(name=None):
 def depthwise(kernel_size, strides, name):
     """A DepthwiseConv2D with PyTorch's symmetric `k // 2` pad ("same" at stride 1, explicit at 2)."""
     return keras.layers.DepthwiseConv2D(
-        kernel_size, strides=strides, padding="same" if strides == 1 else "valid", use_bias=False,
-        depthwise_initializer="he_normal", name=name,
+        kernel_size,
+        strides=strides,
+        padding="same" if strides == 1 else "valid",
+        use_bias=False,
+        depthwise_initializer="he_normal",
+        name=name,
     )
 
 

@@ -21,5 +21,7 @@ def load_trained_supernet(experiment, workdir: workdir_lib.Workdir):
     try:
         supernet.load_weights(weights)
     except (ValueError, OSError, KeyError, TypeError) as e:
-        raise ValueError(f"{weights} does not fit the supernet of this config, or is not a weights file ({e})") from None
+        raise ValueError(
+            f"{weights} does not fit the supernet of this config, or is not a weights file ({e})"
+        ) from None
     return supernet, weights

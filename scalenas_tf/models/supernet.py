@@ -50,7 +50,9 @@ class Supernet(keras.Model):
                 arch = tf.saturate_cast(arch, tf.int32)
             vector = tf.convert_to_tensor(arch, dtype=tf.int32)
         except (TypeError, ValueError) as e:
-            raise ArchError(f"`arch` must be an int vector of shape ({self.space.vector_size},). Received: {e}") from None
+            raise ArchError(
+                f"`arch` must be an int vector of shape ({self.space.vector_size},). Received: {e}"
+            ) from None
         if vector.shape.rank != 1 or (vector.shape[0] is not None and vector.shape[0] != self.space.vector_size):
             raise ArchError(
                 f"An arch vector has shape ({self.space.vector_size},) for this space. Received: shape={vector.shape}"

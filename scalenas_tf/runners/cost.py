@@ -52,7 +52,8 @@ def run(
     for option in options:
         if option not in family.cost_options:
             raise ValueError(
-                f"`{option}` does not apply to a {family.name} config; its options: {list(family.cost_options) or 'none'}"
+                f"`{option}` does not apply to a {family.name} config; "
+                f"its options: {list(family.cost_options) or 'none'}"
             )
     chosen, summary = family.cost_report(family, space, model.task, model.num_classes, size, arch=arch, **options)
     if extract:

@@ -54,7 +54,9 @@ def choose_arch(experiment: Experiment, workdir: workdir_lib.Workdir, arch: str 
         within = [p for p in front if p[unit] <= budget]
         if not within:
             cheapest = min(p[unit] for p in front)
-            raise ValueError(f"No Pareto point costs <= budget {budget} {unit}; the cheapest costs {cheapest:.6g} {unit}")
+            raise ValueError(
+                f"No Pareto point costs <= budget {budget} {unit}; the cheapest costs {cheapest:.6g} {unit}"
+            )
         point = max(within, key=lambda p: (p[metric], -p[unit]))
         how = f"best Pareto point within {budget} {unit}"
     else:
@@ -168,15 +170,27 @@ def run(
             "chosen_by": how,
             "task": task,
             "num_classes": num_classes,
-            "input": {"name": serving.INPUT_NAME, "shape": [None, *input_size, 3], "dtype": "float32",
-                      "preprocessing": "RGB scaled to [0, 1]; the model normalizes with ImageNet mean/std itself",
-                      "mean": list(pipeline.MEAN), "std": list(pipeline.STD)},
+            "input": {
+                "name": serving.INPUT_NAME,
+                "shape": [None, *input_size, 3],
+                "dtype": "float32",
+                "preprocessing": "RGB scaled to [0, 1]; the model normalizes with ImageNet mean/std itself",
+                "mean": list(pipeline.MEAN),
+                "std": list(pipeline.STD),
+            },
             "outputs": list(serving.OUTPUT_NAMES[task]),
             "cost": cost_entry,
-            "metric": {"name": evaluator.metric_name, "value": evaluated["metric"],
-                       "constant_baseline": baseline["metric"],
-                       "data": {"source": data.source, "split": "validation",
-                                "examples": int(images.shape[0]), "source_kwargs": data.source_kwargs}},
+            "metric": {
+                "name": evaluator.metric_name,
+                "value": evaluated["metric"],
+                "constant_baseline": baseline["metric"],
+                "data": {
+                    "source": data.source,
+                    "split": "validation",
+                    "examples": int(images.shape[0]),
+                    "source_kwargs": data.source_kwargs,
+                },
+            },
             "parity": checks,
             "source_checkpoint": {"path": os.path.abspath(weights), "sha256": workdir_lib.file_sha256(weights)},
             "versions": {"scalenas_tf": scalenas_tf.__version__, "tensorflow": tf.__version__},
@@ -189,8 +203,7 @@ def run(
             failed = os.path.join(work.export_root, f"{os.path.basename(out)}.parity_failed.json")
             workdir_lib.atomic_write_json(failed, metadata)
             raise parity.ParityError(
-                f"exported model differs from the supernet ({'; '.join(failures)}); nothing was replaced, "
-                f"see {failed}"
+                f"exported model differs from the supernet ({'; '.join(failures)}); nothing was replaced, see {failed}"
             )
         workdir_lib.atomic_write_json(os.path.join(staging, workdir_lib.METADATA), metadata)
     log(f"[export] {out}")

@@ -33,10 +33,16 @@ def log_header(experiment: Experiment, weights: str) -> dict[str, Any]:
     return {
         "search_space": experiment.search_space_fields,
         "model": {"task": model.task, "num_classes": model.num_classes, "input_size": list(model.input_size)},
-        "data": {"source": data.source, "seed": experiment.seed, "source_kwargs": data.source_kwargs,
-                 "validation_examples": search.validation_examples, "batch_size": search.batch_size,
-                 "calibration_batches": search.calibration_batches,
-                 "calibration_batch_size": search.calibration_batch_size, "recalibrate": search.recalibrate},
+        "data": {
+            "source": data.source,
+            "seed": experiment.seed,
+            "source_kwargs": data.source_kwargs,
+            "validation_examples": search.validation_examples,
+            "batch_size": search.batch_size,
+            "calibration_batches": search.calibration_batches,
+            "calibration_batch_size": search.calibration_batch_size,
+            "recalibrate": search.recalibrate,
+        },
         "cost_measure": search.cost_measure,
         "settings": {k: v for k, v in settings.to_dict().items() if k not in settings.EXTENDABLE},
         "weights_sha256": workdir_lib.file_sha256(weights),
@@ -52,7 +58,9 @@ class _Progress:
 
         interactive = sys.stdout.isatty()
         self.bar = keras.utils.Progbar(
-            budget, interval=0.05 if interactive else 10.0, unit_name="arch",
+            budget,
+            interval=0.05 if interactive else 10.0,
+            unit_name="arch",
             stateful_metrics=["best " + metric_name],
         )
         self.method, self.metric_name = method, metric_name
@@ -102,12 +110,16 @@ def run(config: Any, workdir: str, log=print) -> dict[str, Any]:
         results[method] = family.search(method)(space, wrapped, cost_of, settings)
         if results[method].stopped_early:
             log(f"[search] {method} stopped early: {results[method].stopped_early}")
-        log(f"[search] {method}: {len(results[method].results)} archs ({progress.fresh} evaluated now) "
-            f"in {time.perf_counter() - method_start:.1f}s")
+        log(
+            f"[search] {method}: {len(results[method].results)} archs ({progress.fresh} evaluated now) "
+            f"in {time.perf_counter() - method_start:.1f}s"
+        )
 
     summary = summarize(results, baseline, metric_name, search.cost_unit, settings.evaluations, space)
     summary.update(
-        workdir=workdir, weights=weights, seconds=round(time.perf_counter() - start, 1),
+        workdir=workdir,
+        weights=weights,
+        seconds=round(time.perf_counter() - start, 1),
         metric_traces=evaluator.trace_count,
     )
     write_outputs(work, summary, results, metric_name)
@@ -115,8 +127,14 @@ def run(config: Any, workdir: str, log=print) -> dict[str, Any]:
 
 
 def _point(record, method, metric_name, unit, space):
-    point = {"hash": record["hash"], "method": method, unit: record["cost"], metric_name: record["metric"],
-             "arch": record["arch"].to_dict(), "describe": space.describe(record["arch"])}
+    point = {
+        "hash": record["hash"],
+        "method": method,
+        unit: record["cost"],
+        metric_name: record["metric"],
+        "arch": record["arch"].to_dict(),
+        "describe": space.describe(record["arch"]),
+    }
     if "params" in record:
         point["params"] = int(record["params"])
     return point
@@ -133,9 +151,10 @@ def summarize(results, baseline, metric_name, unit, budget, space) -> dict[str, 
     for method, res in results.items():
         for r in res.results:
             found_by.setdefault(r["hash"], method)
-    front = [_point(r, found_by[r["hash"]], metric_name, unit, space) for r in front_of(
-        [dict(r) for r in {r["hash"]: r for r in everything}.values()]
-    )]
+    front = [
+        _point(r, found_by[r["hash"]], metric_name, unit, space)
+        for r in front_of([dict(r) for r in {r["hash"]: r for r in everything}.values()])
+    ]
     per_method = {}
     for method, res in results.items():
         method_front = res.front()
@@ -184,13 +203,26 @@ def plot(path, results, summary, metric_name, unit):
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for method, res in results.items():
         colour = colours.get(method, "tab:gray")
-        ax.scatter([r["cost"] for r in res.results], [r["metric"] for r in res.results], s=8, alpha=0.35,
-                   color=colour, label=f"{method} ({len(res.results)} archs)")
+        ax.scatter(
+            [r["cost"] for r in res.results],
+            [r["metric"] for r in res.results],
+            s=8,
+            alpha=0.35,
+            color=colour,
+            label=f"{method} ({len(res.results)} archs)",
+        )
         front = res.front()
-        ax.step([r["cost"] for r in front], [r["metric"] for r in front], where="post", color=colour, linewidth=1.8,
-                label=f"{method} front (hypervolume {summary['methods'][method]['hypervolume']:.4g})")
-    ax.axhline(summary["constant_baseline"]["metric"], color="black", linestyle="--", linewidth=1,
-               label="constant prediction")
+        ax.step(
+            [r["cost"] for r in front],
+            [r["metric"] for r in front],
+            where="post",
+            color=colour,
+            linewidth=1.8,
+            label=f"{method} front (hypervolume {summary['methods'][method]['hypervolume']:.4g})",
+        )
+    ax.axhline(
+        summary["constant_baseline"]["metric"], color="black", linestyle="--", linewidth=1, label="constant prediction"
+    )
     ax.set_xlabel(unit)
     ax.set_ylabel(metric_name)
     ax.grid(alpha=0.3)
@@ -219,20 +251,28 @@ def load_summary(workdir: str) -> dict[str, Any] | None:
 def format_summary(summary: dict[str, Any]) -> str:
     """The Pareto front and the per-method comparison as a text table."""
     unit, metric = summary["cost_unit"], summary["metric"]
-    lines = [f"Pareto front ({len(summary['front'])} archs, {metric} vs {unit}):",
-             f"  {'#':>2}  {unit:>10}  {metric:>8}  {'method':<9}  {'hash':<16}  arch"]
+    lines = [
+        f"Pareto front ({len(summary['front'])} archs, {metric} vs {unit}):",
+        f"  {'#':>2}  {unit:>10}  {metric:>8}  {'method':<9}  {'hash':<16}  arch",
+    ]
     for i, p in enumerate(summary["front"]):
-        lines.append(f"  {i:>2}  {p[unit]:>10.5f}  {p[metric]:>8.4f}  {p['method']:<9}  {p['hash']:<16}  {p.get('describe', '')}")
+        lines.append(
+            f"  {i:>2}  {p[unit]:>10.5f}  {p[metric]:>8.4f}  {p['method']:<9}  {p['hash']:<16}  {p.get('describe', '')}"
+        )
     for method, m in summary["methods"].items():
         lines.append(
             f"{method:>10}: {m['evaluated']} archs, best {metric} {m['best_' + metric]:.4f}, "
             f"front {m['front_size']}, hypervolume {m['hypervolume']:.5g}"
         )
         if m.get("selected"):
-            lines.append(f"{'':>10}  {len(m['selected'])} models spread along its (accuracy, MAdds, params) front "
-                         f"of {m['front3_size']}:")
+            lines.append(
+                f"{'':>10}  {len(m['selected'])} models spread along its (accuracy, MAdds, params) front "
+                f"of {m['front3_size']}:"
+            )
             for p in m["selected"]:
-                lines.append(f"{'':>12}{p[unit]:>10.3f} {unit}  {p.get('params', 0):>10,} params  "
-                             f"{metric} {p[metric]:.4f}  {p['hash']}")
+                lines.append(
+                    f"{'':>12}{p[unit]:>10.3f} {unit}  {p.get('params', 0):>10,} params  "
+                    f"{metric} {p[metric]:.4f}  {p['hash']}"
+                )
     lines.append(f"  constant prediction: {metric} {summary['constant_baseline']['metric']:.4f}")
     return "\n".join(lines)

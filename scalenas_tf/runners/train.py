@@ -42,12 +42,24 @@ def run(config, workdir: str, strategy: str = "default", verbose="auto", log=pri
 
     input_size = model.input_size
     train_ds = pipeline.make_dataset(
-        model.task, "train", data.batch_size, input_size, source=data.source, seed=experiment.seed,
-        num_examples=data.train_examples, source_kwargs=data.source_kwargs,
+        model.task,
+        "train",
+        data.batch_size,
+        input_size,
+        source=data.source,
+        seed=experiment.seed,
+        num_examples=data.train_examples,
+        source_kwargs=data.source_kwargs,
     )
     val_ds = pipeline.make_dataset(
-        model.task, "validation", data.batch_size, input_size, source=data.source, seed=experiment.seed,
-        num_examples=data.validation_examples, source_kwargs=data.source_kwargs,
+        model.task,
+        "validation",
+        data.batch_size,
+        input_size,
+        source=data.source,
+        seed=experiment.seed,
+        num_examples=data.validation_examples,
+        source_kwargs=data.source_kwargs,
     )
 
     previous_policy = keras.config.dtype_policy()
@@ -79,7 +91,13 @@ def run(config, workdir: str, strategy: str = "default", verbose="auto", log=pri
         steps, per_epoch = train.steps, train.steps_per_epoch
         if strategy == "multi_worker":
             summary = train_loop(
-                trainer, train_ds, steps, work.loop_checkpoints_dir, dist, checkpoint_every=per_epoch, log=log,
+                trainer,
+                train_ds,
+                steps,
+                work.loop_checkpoints_dir,
+                dist,
+                checkpoint_every=per_epoch,
+                log=log,
             )
         else:
             callbacks = [

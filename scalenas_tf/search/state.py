@@ -67,7 +67,9 @@ class EvaluationLog:
             raise SearchStateError(f"{self.path}: no complete header line; delete the file to start over")
         first = self._parse(complete[0], 1)
         if first.get("format") != LOG_FORMAT:
-            raise SearchStateError(f"{self.path}: not a search log (format {first.get('format')!r}, expected {LOG_FORMAT!r})")
+            raise SearchStateError(
+                f"{self.path}: not a search log (format {first.get('format')!r}, expected {LOG_FORMAT!r})"
+            )
         if first.get("header") != self.header:
             stored, wanted = first.get("header"), self.header
             stored = stored if isinstance(stored, dict) else {}
@@ -134,7 +136,10 @@ class EvaluationLog:
         return [r for r in self.records if r["method"] == method]
 
     def cached_evaluate(
-        self, method: str, evaluate: Callable[[Any], dict[str, Any]], on_record: Callable[[dict, bool], None] | None = None
+        self,
+        method: str,
+        evaluate: Callable[[Any], dict[str, Any]],
+        on_record: Callable[[dict, bool], None] | None = None,
     ) -> Callable[[Any], float]:
         """Wraps `evaluate(arch) -> {"metric": float, ...}` into `arch -> metric` for a search.
 

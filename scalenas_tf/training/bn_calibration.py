@@ -32,7 +32,10 @@ class BatchNormCalibrator:
         self.supernet = supernet
         self.norms = _batch_norms(supernet)
         self._sums = [
-            (tf.Variable(tf.zeros_like(n.moving_mean), trainable=False), tf.Variable(tf.zeros_like(n.moving_variance), trainable=False))
+            (
+                tf.Variable(tf.zeros_like(n.moving_mean), trainable=False),
+                tf.Variable(tf.zeros_like(n.moving_variance), trainable=False),
+            )
             for n in self.norms
         ]
         self._fn = None

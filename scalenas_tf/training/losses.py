@@ -50,8 +50,9 @@ def classification_loss(labels, logits, label_smoothing=0.1):
     """Softmax cross-entropy with label smoothing (0.1 as in the HRNet ImageNet recipe)."""
     logits = tf.cast(logits, tf.float32)
     one_hot = tf.one_hot(tf.cast(labels, tf.int32), tf.shape(logits)[-1])
-    return tf.reduce_mean(keras.losses.categorical_crossentropy(one_hot, logits, from_logits=True,
-                                                                label_smoothing=label_smoothing))
+    return tf.reduce_mean(
+        keras.losses.categorical_crossentropy(one_hot, logits, from_logits=True, label_smoothing=label_smoothing)
+    )
 
 
 def distillation_loss(student, teacher):

@@ -58,6 +58,7 @@ class ArchSampler(abc.ABC):
             infos.append({k: x.numpy() for k, x in info.items()})
         return np.stack(vectors), {k: np.stack([i[k] for i in infos]) for k in infos[0]} if infos else {}
 
+
 class SingleArchSampler(ArchSampler):
     """A sampler of one subnet per step: subclasses implement `_draw(seed, step)`."""
 
@@ -87,7 +88,9 @@ class SandwichSampler(ArchSampler):
             raise ValueError(f"`num_random` must be >= 0. Received: num_random={num_random}")
         self.num_random = int(num_random)
         if base is not None and not isinstance(base, SingleArchSampler):
-            raise TypeError(f"`base` must draw one subnet per step (a SingleArchSampler). Received: {type(base).__name__}")
+            raise TypeError(
+                f"`base` must draw one subnet per step (a SingleArchSampler). Received: {type(base).__name__}"
+            )
         if base is None:
             from scalenas_tf import registry
 
@@ -128,7 +131,9 @@ class FeedSampler(SingleArchSampler):
         self.vector = tf.Variable(space.to_vector(arch or space.largest()), trainable=False, dtype=tf.int32)
 
     def set(self, arch):
-        vector = np.asarray(arch, np.int32) if isinstance(arch, (list, tuple, np.ndarray)) else self.space.to_vector(arch)
+        vector = (
+            np.asarray(arch, np.int32) if isinstance(arch, (list, tuple, np.ndarray)) else self.space.to_vector(arch)
+        )
         self.space.from_vector(vector)  # validates
         self.vector.assign(vector)
 

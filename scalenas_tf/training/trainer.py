@@ -22,7 +22,8 @@ INPLACE = "inplace"
 
 
 class SupernetTrainer(keras.Model):
-    """Trains any `Supernet` (models/supernet.py): each step, `loss = task_loss + distill_weight * MSE(student, teacher)`.
+    """Trains any `Supernet` (models/supernet.py): each step, `loss = task_loss + distill_weight * MSE(student,
+    teacher)`.
 
     Args:
         supernet: a `Supernet` of any family (the weights being trained).
@@ -72,7 +73,9 @@ class SupernetTrainer(keras.Model):
         kwargs.setdefault("name", "supernet_trainer")
         super().__init__(**kwargs)
         if not isinstance(supernet, Supernet):
-            raise TypeError(f"`supernet` must be a Supernet (scalenas_tf.models.supernet). Received: {type(supernet).__name__}")
+            raise TypeError(
+                f"`supernet` must be a Supernet (scalenas_tf.models.supernet). Received: {type(supernet).__name__}"
+            )
         if sampler is not None and not isinstance(sampler, ArchSampler):
             raise TypeError(f"`sampler` must be an ArchSampler. Received: {type(sampler).__name__}")
         if isinstance(teacher, str) and teacher != INPLACE:
@@ -134,9 +137,11 @@ class SupernetTrainer(keras.Model):
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.task_loss_tracker, self.distill_loss_tracker] + self.task_metrics + [
-            self.loss_square_tracker
-        ]
+        return (
+            [self.loss_tracker, self.task_loss_tracker, self.distill_loss_tracker]
+            + self.task_metrics
+            + [self.loss_square_tracker]
+        )
 
     def call(self, images, training=None):
         return self.supernet(images, arch=self._eval_vector, training=training)
@@ -161,7 +166,9 @@ class SupernetTrainer(keras.Model):
             teacher_out = tf.stop_gradient(self.teacher(images, training=False))
         variables = self.supernet.trainable_variables
         if self.subnet_loop:
-            total, task_sum, distill_sum, grads = self._looped_gradients(images, targets, vectors, teacher_out, variables)
+            total, task_sum, distill_sum, grads = self._looped_gradients(
+                images, targets, vectors, teacher_out, variables
+            )
         else:
             with tf.GradientTape() as tape:
                 total, task_sum, distill_sum = 0.0, 0.0, 0.0
@@ -224,7 +231,9 @@ class SupernetTrainer(keras.Model):
 
         start = [tf.zeros(v.shape, v.dtype) for v in variables]
         _, total, task_sum, distill_sum, grads = tf.while_loop(
-            lambda i, *_: i < self.sampler.num_subnets, body, (tf.constant(0), zero, zero, zero, start),
+            lambda i, *_: i < self.sampler.num_subnets,
+            body,
+            (tf.constant(0), zero, zero, zero, start),
             parallel_iterations=1,
         )
         return total, task_sum, distill_sum, grads

@@ -69,10 +69,10 @@ def test_fields(image_size):
 def test_same_scenes_at_every_resolution():
     small = _examples(num_examples=16, image_size=(64, 64))
     large = _examples(num_examples=16, image_size=(128, 128))
-    for s, l in zip(small, large):
-        assert s["label"] == l["label"]
+    for s, big in zip(small, large):
+        assert s["label"] == big["label"]
         # Pixel (i, j) is centred at (i, j): image coordinate y maps to (y + 0.5) * 2 - 0.5.
-        np.testing.assert_allclose((s["keypoints"] + 0.5) * 2 - 0.5, l["keypoints"], atol=1e-4)
+        np.testing.assert_allclose((s["keypoints"] + 0.5) * 2 - 0.5, big["keypoints"], atol=1e-4)
 
 
 def test_object_scales_vary(train400):

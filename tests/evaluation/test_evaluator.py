@@ -9,11 +9,13 @@ from scalenas_tf.data.pipeline import make_dataset
 from scalenas_tf.evaluation import metrics
 from scalenas_tf.evaluation.evaluator import SubnetEvaluator
 from scalenas_tf.evaluation.evaluator import take_batches
-from scalenas_tf.families.scalenas.supernet import ScaleNASSupernet
 from scalenas_tf.families.scalenas.space import ScaleNASSpace
+from scalenas_tf.families.scalenas.supernet import ScaleNASSupernet
 from scalenas_tf.tasks import IGNORE_LABEL
 
-SPACE = ScaleNASSpace(width=4, depth_choices=(1, 2), num_modules=(1,), num_branches=(2,), stem_channels=8, layer1_blocks=1)
+SPACE = ScaleNASSpace(
+    width=4, depth_choices=(1, 2), num_modules=(1,), num_branches=(2,), stem_channels=8, layer1_blocks=1
+)
 
 
 def test_miou_from_summed_confusion_matrices_equals_keras_mean_iou():

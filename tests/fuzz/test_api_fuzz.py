@@ -73,8 +73,15 @@ def _int(low, none_ok=False):
 
 
 def _float(low=None, high=None, low_open=False, high_open=False, none_ok=False, inf_ok=False):
-    return {"kind": "float", "low": low, "high": high, "low_open": low_open, "high_open": high_open,
-            "none_ok": none_ok, "inf_ok": inf_ok}
+    return {
+        "kind": "float",
+        "low": low,
+        "high": high,
+        "low_open": low_open,
+        "high_open": high_open,
+        "none_ok": none_ok,
+        "inf_ok": inf_ok,
+    }
 
 
 def _choice(choices):
@@ -176,15 +183,30 @@ def invalid_values(spec, current):
     kind = spec["kind"]
     if kind == "int":
         low = spec["low"]
-        values = [("str", str(low + 1)), ("float", float(low + 1)), ("true", True), ("false", False),
-                  ("list", [low + 1]), ("dict", {"v": low + 1}), ("below_min", low - 1),
-                  ("very_negative", -(10**9)), ("nan", NAN), ("inf", INF)]
+        values = [
+            ("str", str(low + 1)),
+            ("float", float(low + 1)),
+            ("true", True),
+            ("false", False),
+            ("list", [low + 1]),
+            ("dict", {"v": low + 1}),
+            ("below_min", low - 1),
+            ("very_negative", -(10**9)),
+            ("nan", NAN),
+            ("inf", INF),
+        ]
         if not spec["none_ok"]:
             values.append(("none", None))
         return values
     if kind == "float":
-        values = [("str", "0.5"), ("true", True), ("list", [0.5]), ("dict", {"v": 0.5}), ("nan", NAN),
-                  ("neg_inf", -INF)]
+        values = [
+            ("str", "0.5"),
+            ("true", True),
+            ("list", [0.5]),
+            ("dict", {"v": 0.5}),
+            ("nan", NAN),
+            ("neg_inf", -INF),
+        ]
         if not spec["inf_ok"]:
             values.append(("inf", INF))
         if not spec["none_ok"]:
@@ -200,12 +222,27 @@ def invalid_values(spec, current):
                 values.append(("at_open_max", high))
         return values
     if kind == "bool":
-        return [("str_true", "true"), ("str_false", "False"), ("int1", 1), ("int0", 0), ("float", 1.0),
-                ("list", [True]), ("none", None)]
+        return [
+            ("str_true", "true"),
+            ("str_false", "False"),
+            ("int1", 1),
+            ("int0", 0),
+            ("float", 1.0),
+            ("list", [True]),
+            ("none", None),
+        ]
     if kind == "choice":
         first = spec["choices"][0]
-        return [("int", 5), ("none", None), ("unknown", "bogus_value"), ("empty", ""), ("list", [first]),
-                ("upper", first.upper()), ("padded", f" {first}"), ("dict", {first: 1})]
+        return [
+            ("int", 5),
+            ("none", None),
+            ("unknown", "bogus_value"),
+            ("empty", ""),
+            ("list", [first]),
+            ("upper", first.upper()),
+            ("padded", f" {first}"),
+            ("dict", {first: 1}),
+        ]
     if kind == "str":
         return [("int", 5), ("list", ["x"]), ("true", True), ("dict", {"a": 1}), ("float", 1.5)]
     if kind == "source":
@@ -213,27 +250,77 @@ def invalid_values(spec, current):
     if kind == "kwargs":
         return [("int", 5), ("str", "x"), ("list", [1, 2]), ("true", True), ("int_keys", {1: "a"})]
     if kind == "size":
-        return [("garbage", "abc"), ("zero", "0x64"), ("one_dim", "64"), ("three_dims", "64x64x3"),
-                ("list1", [64]), ("list3", [64, 64, 64]), ("zero_list", [0, 64]), ("negative", [-1, 64]),
-                ("none", None), ("int", 64), ("dict", {"h": 64}), ("true", True), ("bools", [True, True]),
-                ("fractions", [64.5, 64.0]), ("nan", [NAN, 64]), ("negative_str", "-64x64")]
+        return [
+            ("garbage", "abc"),
+            ("zero", "0x64"),
+            ("one_dim", "64"),
+            ("three_dims", "64x64x3"),
+            ("list1", [64]),
+            ("list3", [64, 64, 64]),
+            ("zero_list", [0, 64]),
+            ("negative", [-1, 64]),
+            ("none", None),
+            ("int", 64),
+            ("dict", {"h": 64}),
+            ("true", True),
+            ("bools", [True, True]),
+            ("fractions", [64.5, 64.0]),
+            ("nan", [NAN, 64]),
+            ("negative_str", "-64x64"),
+        ]
     if kind == "intlist":
         n = len(current)
-        return [("str", "abc"), ("int", 5), ("none", None), ("empty", []),
-                ("fractions", [v + 0.5 for v in current]), ("strs", [str(v) for v in current]),
-                ("bools", [True] * n), ("nested", [[v] for v in current]), ("dict", {"a": 1}),
-                ("negative", [-1] * n), ("zeros", [0] * n)]
+        return [
+            ("str", "abc"),
+            ("int", 5),
+            ("none", None),
+            ("empty", []),
+            ("fractions", [v + 0.5 for v in current]),
+            ("strs", [str(v) for v in current]),
+            ("bools", [True] * n),
+            ("nested", [[v] for v in current]),
+            ("dict", {"a": 1}),
+            ("negative", [-1] * n),
+            ("zeros", [0] * n),
+        ]
     if kind == "problist":
-        return [("str", "abc"), ("int", 5), ("empty", []), ("above_one", [1.5]), ("negative", [-0.1]),
-                ("nan", [NAN]), ("bools", [True, False]), ("dict", {"a": 1}), ("strs", ["0.5"])]
+        return [
+            ("str", "abc"),
+            ("int", 5),
+            ("empty", []),
+            ("above_one", [1.5]),
+            ("negative", [-0.1]),
+            ("nan", [NAN]),
+            ("bools", [True, False]),
+            ("dict", {"a": 1}),
+            ("strs", ["0.5"]),
+        ]
     if kind == "weights":
-        return [("str", "abc"), ("int", 5), ("short", [0.4, 0.4]), ("zeros", [0, 0, 0]), ("negative", [-1, 1, 1]),
-                ("nan", [NAN, 0.4, 0.2]), ("inf", [INF, 0.4, 0.2]), ("bools", [True, False, False]),
-                ("strs", ["0.4", "0.4", "0.2"]), ("dict", {"a": 1})]
+        return [
+            ("str", "abc"),
+            ("int", 5),
+            ("short", [0.4, 0.4]),
+            ("zeros", [0, 0, 0]),
+            ("negative", [-1, 1, 1]),
+            ("nan", [NAN, 0.4, 0.2]),
+            ("inf", [INF, 0.4, 0.2]),
+            ("bools", [True, False, False]),
+            ("strs", ["0.4", "0.4", "0.2"]),
+            ("dict", {"a": 1}),
+        ]
     if kind == "methods":
         first = list(current)[0]
-        return [("unknown", ["bogus"]), ("empty", []), ("duplicate", [first, first]), ("nested", [[first]]),
-                ("dict", {first: 1}), ("int", 5), ("none", None), ("unknown_str", "bogus"), ("true", True)]
+        return [
+            ("unknown", ["bogus"]),
+            ("empty", []),
+            ("duplicate", [first, first]),
+            ("nested", [[first]]),
+            ("dict", {first: 1}),
+            ("int", 5),
+            ("none", None),
+            ("unknown_str", "bogus"),
+            ("true", True),
+        ]
     raise AssertionError(kind)
 
 
@@ -292,14 +379,32 @@ FIELD_CASES_INDEX = {case.id: i for i, case in enumerate(FIELD_CASES)}
 
 REQUIRED = {
     "quickstart": [
-        ("model", "task"), ("model", "num_classes"), ("model", "input_size"), ("data", "source"),
-        ("data", "batch_size"), ("train", "steps"), ("train", "steps_per_epoch"), ("train", "optimizer"),
-        ("train", "learning_rate"), ("train", "sampler"), ("train", "teacher"), ("train", "distill_weight"),
+        ("model", "task"),
+        ("model", "num_classes"),
+        ("model", "input_size"),
+        ("data", "source"),
+        ("data", "batch_size"),
+        ("train", "steps"),
+        ("train", "steps_per_epoch"),
+        ("train", "optimizer"),
+        ("train", "learning_rate"),
+        ("train", "sampler"),
+        ("train", "teacher"),
+        ("train", "distill_weight"),
     ],
     "scarlet_cpu": [
-        ("model", "task"), ("model", "num_classes"), ("model", "input_size"), ("data", "source"),
-        ("data", "batch_size"), ("train", "steps"), ("train", "steps_per_epoch"), ("train", "optimizer"),
-        ("train", "learning_rate"), ("train", "sampler"), ("train", "teacher"), ("train", "distill_weight"),
+        ("model", "task"),
+        ("model", "num_classes"),
+        ("model", "input_size"),
+        ("data", "source"),
+        ("data", "batch_size"),
+        ("train", "steps"),
+        ("train", "steps_per_epoch"),
+        ("train", "optimizer"),
+        ("train", "learning_rate"),
+        ("train", "sampler"),
+        ("train", "teacher"),
+        ("train", "distill_weight"),
     ],
 }
 
@@ -333,9 +438,12 @@ def test_missing_section_is_refused(base, section):
 
 @pytest.mark.parametrize(
     "base,section,value",
-    [pytest.param(b, s, v, id=f"{b}-{s}-{label}") for b in BASES
-     for s in ("search_space", "model", "data", "train", "search", "export")
-     for label, v in (("int", 5), ("str", "x"), ("list", [1, 2]), ("true", True), ("float", 1.5))],
+    [
+        pytest.param(b, s, v, id=f"{b}-{s}-{label}")
+        for b in BASES
+        for s in ("search_space", "model", "data", "train", "search", "export")
+        for label, v in (("int", 5), ("str", "x"), ("list", [1, 2]), ("true", True), ("float", 1.5))
+    ],
 )
 def test_section_of_wrong_type_is_refused(base, section, value):
     config = BASES[base]()
@@ -346,8 +454,12 @@ def test_section_of_wrong_type_is_refused(base, section, value):
 
 
 @pytest.mark.parametrize(
-    "base,section", [pytest.param(b, s, id=f"{b}-{s or 'top'}") for b in BASES
-                     for s in ("", "search_space", "model", "data", "train", "search", "export")]
+    "base,section",
+    [
+        pytest.param(b, s, id=f"{b}-{s or 'top'}")
+        for b in BASES
+        for s in ("", "search_space", "model", "data", "train", "search", "export")
+    ],
 )
 def test_unknown_field_is_refused(base, section):
     config = BASES[base]()
@@ -381,8 +493,11 @@ CROSS_CASES = [
     ("scarlet_cpu", {("search", "budget_x"): 1}, "budget_x"),
     ("scarlet_cpu", {("search", "fusion_probs"): (0.5,)}, "fusion_probs"),
     ("scarlet_cpu", {("search_space", "type"): "scalenas"}, "search_space"),
-    ("scarlet_cpu", {("search_space", "identity_everywhere"): True, ("search_space", "identity_op"): "skip"},
-     "identity_everywhere"),
+    (
+        "scarlet_cpu",
+        {("search_space", "identity_everywhere"): True, ("search_space", "identity_op"): "skip"},
+        "identity_everywhere",
+    ),
     ("scarlet_cpu", {("search_space", "channels"): (8,) * 18}, "channels"),
     ("scarlet_cpu", {("search_space", "strides"): (2,) * 18}, "strides"),
     ("scarlet_cpu", {("search_space", "kernel_sizes"): (3, 4)}, "kernel_sizes"),
@@ -641,8 +756,19 @@ def _odd_paths(sandbox):
     }
 
 
-ODD_PATHS = ["directory", "dev_null", "missing", "missing_dir", "nul_char", "newline_file", "tab_file", "root",
-             "dot", "empty_name_like", "very_long"]
+ODD_PATHS = [
+    "directory",
+    "dev_null",
+    "missing",
+    "missing_dir",
+    "nul_char",
+    "newline_file",
+    "tab_file",
+    "root",
+    "dot",
+    "empty_name_like",
+    "very_long",
+]
 
 
 @pytest.mark.parametrize("base", ["quickstart", "scarlet_cpu"])
@@ -792,8 +918,17 @@ def _bad_npy_files(directory):
     return ok, paths
 
 
-BAD_NPY = ["empty", "garbage", "random_bytes", "truncated_npy", "header_only", "bad_magic_version", "numbers",
-           "pickled_dict", "pickle_after_junk"]
+BAD_NPY = [
+    "empty",
+    "garbage",
+    "random_bytes",
+    "truncated_npy",
+    "header_only",
+    "bad_magic_version",
+    "numbers",
+    "pickled_dict",
+    "pickle_after_junk",
+]
 
 
 @pytest.mark.parametrize("label", BAD_NPY)
@@ -856,11 +991,13 @@ def _record_variants():
         ("string_line", b'"record"'),
         ("null_line", b"null"),
         ("empty_line", b""),
-        ("garbage", b"{\"metric\": "),
+        ("garbage", b'{"metric": '),
         ("binary", b"\xff\xfe\x00\x01"),
         ("deep", b"[" * deep + b"]" * deep),
-        ("deep_in_record",
-         b'{"method": "random", "hash": "h", "metric": 1, "arch": ' + b"[" * deep + b"]" * deep + b"}"),
+        (
+            "deep_in_record",
+            b'{"method": "random", "hash": "h", "metric": 1, "arch": ' + b"[" * deep + b"]" * deep + b"}",
+        ),
         ("two_objects", edit() + b" " + edit()),
     ]
 
@@ -887,7 +1024,7 @@ def _header_variants():
     deep = 50_000
     return [
         ("list", b"[1, 2]", "line 1"),
-        ("garbage", b"{\"format\": ", "line 1"),
+        ("garbage", b'{"format": ', "line 1"),
         ("binary", b"\xff\xfe", "line 1"),
         ("empty", b"", "line 1"),
         ("deep", b"[" * deep + b"]" * deep, "line 1"),
@@ -897,11 +1034,17 @@ def _header_variants():
         ("header_list", json.dumps({"format": LOG_FORMAT, "header": [1]}).encode(), "different settings"),
         ("header_null", json.dumps({"format": LOG_FORMAT, "header": None}).encode(), "different settings"),
         ("header_missing", json.dumps({"format": LOG_FORMAT}).encode(), "different settings"),
-        ("header_other", json.dumps({"format": LOG_FORMAT, "header": {**HEADER, "cost_measure": "params"}}).encode(),
-         "cost_measure"),
+        (
+            "header_other",
+            json.dumps({"format": LOG_FORMAT, "header": {**HEADER, "cost_measure": "params"}}).encode(),
+            "cost_measure",
+        ),
         ("header_extra", json.dumps({"format": LOG_FORMAT, "header": {**HEADER, "x": 1}}).encode(), "different"),
-        ("header_multiline_value",
-         json.dumps({"format": LOG_FORMAT, "header": {**HEADER, "cost_measure": "a\nb"}}).encode(), "cost_measure"),
+        (
+            "header_multiline_value",
+            json.dumps({"format": LOG_FORMAT, "header": {**HEADER, "cost_measure": "a\nb"}}).encode(),
+            "cost_measure",
+        ),
         ("a_record", json.dumps({"method": "random", "hash": "h", "metric": 1, "arch": {}}).encode(), "format"),
     ]
 
@@ -969,24 +1112,42 @@ def _front_cases(base):
         return p
 
     objects = [
-        ("object", {}), ("number", 5), ("string", "x"), ("null", None), ("true", True), ("empty_list", []),
-        ("list_of_ints", [5]), ("list_of_lists", [[]]), ("list_of_nulls", [None]),
-        ("missing_arch", [point(arch=_DROP)]), ("missing_unit", [point(**{unit: _DROP})]),
+        ("object", {}),
+        ("number", 5),
+        ("string", "x"),
+        ("null", None),
+        ("true", True),
+        ("empty_list", []),
+        ("list_of_ints", [5]),
+        ("list_of_lists", [[]]),
+        ("list_of_nulls", [None]),
+        ("missing_arch", [point(arch=_DROP)]),
+        ("missing_unit", [point(**{unit: _DROP})]),
         ("missing_metric", [point(**{metric: _DROP})]),
-        ("arch_list", [point(arch=[1, 2])]), ("arch_str", [point(arch="largest")]), ("arch_null", [point(arch=None)]),
-        ("unit_str", [point(**{unit: "0.01"})]), ("unit_bool", [point(**{unit: True})]),
-        ("unit_null", [point(**{unit: None})]), ("metric_str", [point(**{metric: "0.5"})]),
-        ("metric_bool", [point(**{metric: False})]), ("metric_dict", [point(**{metric: {"v": 1}})]),
-        ("arch_empty", [point(arch={})]), ("arch_other_space", [point(arch=other_arch)]),
+        ("arch_list", [point(arch=[1, 2])]),
+        ("arch_str", [point(arch="largest")]),
+        ("arch_null", [point(arch=None)]),
+        ("unit_str", [point(**{unit: "0.01"})]),
+        ("unit_bool", [point(**{unit: True})]),
+        ("unit_null", [point(**{unit: None})]),
+        ("metric_str", [point(**{metric: "0.5"})]),
+        ("metric_bool", [point(**{metric: False})]),
+        ("metric_dict", [point(**{metric: {"v": 1}})]),
+        ("arch_empty", [point(arch={})]),
+        ("arch_other_space", [point(arch=other_arch)]),
         ("arch_format", [point(arch={**good["arch"], "format": "nope/v0"})]),
-        ("second_point_bad", [good, point(arch=_DROP)]), ("second_point_int", [good, 7]),
+        ("second_point_bad", [good, point(arch=_DROP)]),
+        ("second_point_int", [good, 7]),
         ("deep_arch", [point(arch=json.loads('{"a":' * 70 + "1" + "}" * 70))]),
     ]
     cases = [(label, json.dumps(obj).encode()) for label, obj in objects]
     cases += _truncations(json.dumps([good, good]), seed=6)
     cases += [
-        ("empty_file", b""), ("non_utf8", b"[\xff]"), ("deep_lists", b"[" * 100_000 + b"]" * 100_000),
-        ("nan_literal", b"[NaN"), ("two_documents", b"[] []"),
+        ("empty_file", b""),
+        ("non_utf8", b"[\xff]"),
+        ("deep_lists", b"[" * 100_000 + b"]" * 100_000),
+        ("nan_literal", b"[NaN"),
+        ("two_documents", b"[] []"),
     ]
     return cases
 
@@ -1028,7 +1189,11 @@ def test_front_that_is_a_directory_is_refused(sandbox):
 
 
 GOOD_SUMMARY = {
-    "metric": "miou", "cost_unit": "gmacs", "front": [], "methods": {}, "constant_baseline": {"metric": 0.1},
+    "metric": "miou",
+    "cost_unit": "gmacs",
+    "front": [],
+    "methods": {},
+    "constant_baseline": {"metric": 0.1},
 }
 
 
@@ -1039,11 +1204,18 @@ def _summary_cases():
         wrong = {str: 5, list: {}, dict: []}[type(value)]
         for label, bad in (("wrong_type", wrong), ("null", None), ("bool", True)):
             cases.append((f"{key}_{label}", json.dumps({**GOOD_SUMMARY, key: bad}).encode()))
-    cases += [(label, json.dumps(obj).encode()) for label, obj in
-              (("list", [GOOD_SUMMARY]), ("number", 1), ("null", None), ("string", "summary"))]
+    cases += [
+        (label, json.dumps(obj).encode())
+        for label, obj in (("list", [GOOD_SUMMARY]), ("number", 1), ("null", None), ("string", "summary"))
+    ]
     cases += _truncations(json.dumps(GOOD_SUMMARY), seed=7)
-    cases += [("empty_file", b""), ("non_utf8", b"{\xff}"), ("deep", b"[" * 100_000 + b"]" * 100_000),
-              ("deep_65", b"[" * 65 + b"]" * 65), ("utf16", json.dumps(GOOD_SUMMARY).encode("utf-16"))]
+    cases += [
+        ("empty_file", b""),
+        ("non_utf8", b"{\xff}"),
+        ("deep", b"[" * 100_000 + b"]" * 100_000),
+        ("deep_65", b"[" * 65 + b"]" * 65),
+        ("utf16", json.dumps(GOOD_SUMMARY).encode("utf-16")),
+    ]
     return cases
 
 
@@ -1070,9 +1242,42 @@ def test_valid_search_summary_is_read(sandbox):
 # Export names
 # =================================================================================================
 
-BAD_NAMES = ["..", ".", "/abs", "/", "a/b", "a\\b", "..\\x", "../x", "x/..", "", ".hidden", "-flag", "a\x00b",
-             "a\nb", "\n", "a\rb", "tab\tname", " lead", "trail ", "a b", "x" * 129, "é", "名前", "a:b", "a*b", "~",
-             "$HOME", "a;rm", "`x`", "a|b", "..." + "/" * 3, "C:\\x", "\x7f", "\u200b"]
+BAD_NAMES = [
+    "..",
+    ".",
+    "/abs",
+    "/",
+    "a/b",
+    "a\\b",
+    "..\\x",
+    "../x",
+    "x/..",
+    "",
+    ".hidden",
+    "-flag",
+    "a\x00b",
+    "a\nb",
+    "\n",
+    "a\rb",
+    "tab\tname",
+    " lead",
+    "trail ",
+    "a b",
+    "x" * 129,
+    "é",
+    "名前",
+    "a:b",
+    "a*b",
+    "~",
+    "$HOME",
+    "a;rm",
+    "`x`",
+    "a|b",
+    "..." + "/" * 3,
+    "C:\\x",
+    "\x7f",
+    "\u200b",
+]
 BAD_NAME_TYPES = [None, 5, 1.5, True, b"name", ["a"], {"a": 1}, pathlib.Path("p")]
 
 
@@ -1106,6 +1311,14 @@ def test_random_export_names_are_refused_or_stay_inside(sandbox):
 
 def test_case_count():
     # The fast fuzz set is meant to be large: keep it so when editing the generators.
-    total = (len(FIELD_CASES) + len(ARCH_CASES) + len(FRONT_CASES) + len(_mask_cases())
-             + 3 * len(_record_variants()) + len(_header_variants()) + len(_summary_cases()) + len(BAD_NAMES))
+    total = (
+        len(FIELD_CASES)
+        + len(ARCH_CASES)
+        + len(FRONT_CASES)
+        + len(_mask_cases())
+        + 3 * len(_record_variants())
+        + len(_header_variants())
+        + len(_summary_cases())
+        + len(BAD_NAMES)
+    )
     assert total >= 600, total

@@ -33,8 +33,13 @@ def run_program(program: str, args, timeout: float) -> subprocess.CompletedProce
     start = time.monotonic()
     try:
         proc = subprocess.run(
-            [sys.executable, f"bin/{program}", *args], cwd=REPO, env=ENV, stdin=subprocess.DEVNULL,
-            capture_output=True, text=True, timeout=timeout,
+            [sys.executable, f"bin/{program}", *args],
+            cwd=REPO,
+            env=ENV,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired:
         pytest.fail(f"bin/{program} {args} did not finish within {timeout} s (a hang, or it started working)")
@@ -54,7 +59,7 @@ def assert_refused(proc, program: str, *needles: str) -> str:
     prefix = f"{program}: error: "
     assert lines[-1].startswith(prefix), report
     assert sum(line.startswith(prefix) for line in lines) == 1, report
-    message = lines[-1][len(prefix):]
+    message = lines[-1][len(prefix) :]
     assert message.strip(), report
     if needles:
         assert any(n in message for n in needles), f"message names none of {needles}: {message!r}"
@@ -244,13 +249,23 @@ SLOW_CASES = [
     _slow_case("train_supernet.py", [QS, "--workdir={work}", "--config.data.batch_size=0"], ["batch_size"]),
     _slow_case("train_supernet.py", [QS, "--workdir={work}", "--config.train.precision=float64"], ["precision"]),
     _slow_case("train_supernet.py", [QS, "--workdir={work}", "--config.train.teacher=static"], ["teacher_weights"]),
-    _slow_case("train_supernet.py", [QS, "--workdir={work}", "--config.train.teacher=static",
-                                     "--config.train.teacher_weights={work}/missing.weights.h5"],
-               ["missing.weights.h5"]),
+    _slow_case(
+        "train_supernet.py",
+        [
+            QS,
+            "--workdir={work}",
+            "--config.train.teacher=static",
+            "--config.train.teacher_weights={work}/missing.weights.h5",
+        ],
+        ["missing.weights.h5"],
+    ),
     _slow_case("train_supernet.py", [QS, "--workdir={work}", "--strategy=bogus"], ["strategy"]),
     _slow_case("train_supernet.py", [QS], ["workdir"]),
-    _slow_case("train_supernet.py", ["--config=configs/scalenas_seg.py:w8", "--workdir={work}"],
-               ["config.train", "config.data"]),
+    _slow_case(
+        "train_supernet.py",
+        ["--config=configs/scalenas_seg.py:w8", "--workdir={work}"],
+        ["config.train", "config.data"],
+    ),
     _slow_case("train_supernet.py", [QS, "--workdir={work}", "positional"], ["positional"]),
     _slow_case("train_supernet.py", [QS, "--workdir={work}", "--config.train.bogus=1"], ["bogus"]),
     # search.py
@@ -259,8 +274,9 @@ SLOW_CASES = [
     _slow_case("search.py", [QS, "--workdir={work}", "--config.search.budget=0"], ["budget"]),
     _slow_case("search.py", [QS, "--workdir={work}", "--config.search.population=1000"], ["population"]),
     _slow_case("search.py", [QS, "--workdir={work}", "--config.search.methods=nsga2"], ["methods"]),
-    _slow_case("search.py", ["--config=configs/scalenas_seg.py:w8", "--workdir={work}"],
-               ["config.search", "config.data"]),
+    _slow_case(
+        "search.py", ["--config=configs/scalenas_seg.py:w8", "--workdir={work}"], ["config.search", "config.data"]
+    ),
     _slow_case("search.py", [QS, "--workdir={work}", "--budget=5"], ["budget"]),
     _slow_case("search.py", [SC, "--workdir={work}", "--config.search.weights=0,0,0"], ["weights"]),
     # export.py: names that would leave export/, then missing or malformed inputs.
@@ -277,11 +293,19 @@ SLOW_CASES = [
     _slow_case("export.py", [QS, "--workdir={work}", "--arch=nope"], ["nope"]),
     _slow_case("export.py", [QS, "--workdir={work}", "--arch=largest", "--budget=1"], ["budget"]),
     _slow_case("export.py", [QS, "--workdir={work}", "--config.export.parity_atol=0"], ["parity_atol"]),
-    _slow_case("export.py", [QS, "--workdir={work}"], ["pareto_front.json"],
-               _truncate("pareto_front.json", '[{"arch": {"format": "scalenas_tf.arch/v1", "modu')),
+    _slow_case(
+        "export.py",
+        [QS, "--workdir={work}"],
+        ["pareto_front.json"],
+        _truncate("pareto_front.json", '[{"arch": {"format": "scalenas_tf.arch/v1", "modu'),
+    ),
     _slow_case("export.py", [QS, "--workdir={work}"], ["pareto_front.json"], _truncate("pareto_front.json", "{}")),
-    _slow_case("export.py", [QS, "--workdir={work}", "--arch=largest"], ["search_summary.json"],
-               _truncate("search_summary.json", '{"metric": "miou", "cost_un')),
+    _slow_case(
+        "export.py",
+        [QS, "--workdir={work}", "--arch=largest"],
+        ["search_summary.json"],
+        _truncate("search_summary.json", '{"metric": "miou", "cost_un'),
+    ),
     _slow_case("export.py", [QS, "--workdir={work}", "--budget=abc"], ["budget"]),
     # benchmark.py
     _slow_case("benchmark.py", [QS, "--batch=-1"], ["batch"]),

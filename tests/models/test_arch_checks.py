@@ -130,7 +130,13 @@ def scalenas_case(name):
 
 
 SCALENAS_CASES = [
-    "depth 99", "depth 0", "depth -1", "bit 2", "bit -1", "cross bit at the depth", "self bit beyond the depth",
+    "depth 99",
+    "depth 0",
+    "depth -1",
+    "bit 2",
+    "bit -1",
+    "cross bit at the depth",
+    "self bit beyond the depth",
     "self bit 0 below the depth",
 ]
 
@@ -197,7 +203,9 @@ def test_scalenas_valid_archs_still_run_compiled(scalenas):
         np.testing.assert_allclose(scalenas.forward(scalenas.x, tf.constant(v)).numpy(), eager, atol=1e-5, rtol=0)
         np.testing.assert_allclose(scalenas.signed(scalenas.x, tf.constant(v)).numpy(), eager, atol=1e-5, rtol=0)
         outputs.append(eager)
-    assert np.abs(outputs[0] - outputs[1]).max() > 1e-4, "archs must change the output for the comparison to mean anything"
+    assert np.abs(outputs[0] - outputs[1]).max() > 1e-4, (
+        "archs must change the output for the comparison to mean anything"
+    )
     assert scalenas.signed.experimental_get_tracing_count() == 1
 
 
@@ -351,9 +359,14 @@ def test_trainer_keeps_xla_off_unless_asked_so_the_checks_run():
     assert trainer.jit_compile is False  # Keras' "auto" would turn XLA on for a GPU
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "Known limitation: XLA drops tf.debugging.Assert, so a function compiled with jit_compile=True by the "
-    "user runs a vector outside the space unchecked (SupernetTrainer keeps XLA off by default)"))
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason=(
+        "Known limitation: XLA drops tf.debugging.Assert, so a function compiled with jit_compile=True by the "
+        "user runs a vector outside the space unchecked (SupernetTrainer keeps XLA off by default)"
+    ),
+)
 def test_jit_compiled_forward_refuses_a_bad_vector(scalenas):
     vector, _, _ = scalenas_case("depth 99")
     forward = tf.function(lambda x, v: scalenas.net(x, arch=v, training=False), jit_compile=True)

@@ -19,14 +19,29 @@ from scalenas_tf.runners import train as train_runner
 def tiny_config():
     config = scarlet.get_config("cpu")
     config.search_space.update(
-        variant="s1", channels=(8, 8, 16, 16, 24), strides=(2, 1, 2, 1, 1), stem_channels=8, first_channels=8,
-        head_channels=16, kernel_sizes=(3, 5), identity_everywhere=True,
+        variant="s1",
+        channels=(8, 8, 16, 16, 24),
+        strides=(2, 1, 2, 1, 1),
+        stem_channels=8,
+        first_channels=8,
+        head_channels=16,
+        kernel_sizes=(3, 5),
+        identity_everywhere=True,
     )
     config.model.input_size = (16, 16)
     config.data.update(batch_size=8, train_examples=64, validation_examples=32)
     config.train.update(steps=12, steps_per_epoch=6, warmup_steps=0)
-    config.search.update(population=6, generations=2, max_cost=0.12, min_metric=0.0, num_outputs=3,
-                         calibration_batches=2, calibration_batch_size=8, validation_examples=32, batch_size=16)
+    config.search.update(
+        population=6,
+        generations=2,
+        max_cost=0.12,
+        min_metric=0.0,
+        num_outputs=3,
+        calibration_batches=2,
+        calibration_batch_size=8,
+        validation_examples=32,
+        batch_size=16,
+    )
     config.export.parity_atol = 1e-5
     return config
 
@@ -83,7 +98,10 @@ def test_export_folds_and_serves_with_parity(searched):
     summary = export_runner.run(config, workdir, arch=path, name="smallest", log=lambda *a: None)
     folds = summary["els_folds"]
     # Layers 0-1 follow a max pooling and precede a strided identity: kept; 2-4 fold into the head.
-    assert [(list(f["layers"]), f["action"], f["target"]) for f in folds] == [([0, 1], "kept", None), ([2, 3, 4], "forward", "head")]
+    assert [(list(f["layers"]), f["action"], f["target"]) for f in folds] == [
+        ([0, 1], "kept", None),
+        ([2, 3, 4], "forward", "head"),
+    ]
     assert folds[0]["reason"]
     for kind in ("saved_model", "tflite"):
         assert summary["parity"][kind]["passed"], summary["parity"][kind]

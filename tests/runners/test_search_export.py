@@ -27,8 +27,16 @@ def tiny_config():
     config.model.input_size = (32, 32)
     config.data.update(batch_size=4, train_examples=64, validation_examples=16)
     config.train.update(steps=20, steps_per_epoch=20, warmup_steps=0)
-    config.search.update(population=8, top_k=4, children=4, budget=16, calibration_batches=2,
-                         calibration_batch_size=8, validation_examples=16, batch_size=8)
+    config.search.update(
+        population=8,
+        top_k=4,
+        children=4,
+        budget=16,
+        calibration_batches=2,
+        calibration_batch_size=8,
+        validation_examples=16,
+        batch_size=8,
+    )
     return config
 
 
@@ -198,12 +206,20 @@ def test_search_errors(tmp_path):
 # === The binaries, killed and restarted (slow: several TensorFlow processes) ===
 
 TINY_FLAGS = [
-    "--config.search_space.width=4", "--config.search_space.depth_choices=(1, 2)",
-    "--config.search_space.num_modules=(1, 1)", "--config.search_space.num_branches=(2, 3)",
-    "--config.search_space.stem_channels=8", "--config.model.input_size=(32, 32)",
-    "--config.search.population=8", "--config.search.top_k=4", "--config.search.children=4",
-    "--config.search.budget=24", "--config.search.calibration_batches=2", "--config.search.calibration_batch_size=8",
-    "--config.search.validation_examples=16", "--config.search.batch_size=8",
+    "--config.search_space.width=4",
+    "--config.search_space.depth_choices=(1, 2)",
+    "--config.search_space.num_modules=(1, 1)",
+    "--config.search_space.num_branches=(2, 3)",
+    "--config.search_space.stem_channels=8",
+    "--config.model.input_size=(32, 32)",
+    "--config.search.population=8",
+    "--config.search.top_k=4",
+    "--config.search.children=4",
+    "--config.search.budget=24",
+    "--config.search.calibration_batches=2",
+    "--config.search.calibration_batch_size=8",
+    "--config.search.validation_examples=16",
+    "--config.search.batch_size=8",
 ]
 
 
@@ -212,8 +228,13 @@ def _search_command(workdir):
     import sys
 
     repo = pathlib.Path(__file__).resolve().parents[2]
-    return [sys.executable, str(repo / "bin" / "search.py"), "--config=configs/quickstart.py", f"--workdir={workdir}",
-            *TINY_FLAGS], str(repo)
+    return [
+        sys.executable,
+        str(repo / "bin" / "search.py"),
+        "--config=configs/quickstart.py",
+        f"--workdir={workdir}",
+        *TINY_FLAGS,
+    ], str(repo)
 
 
 def _evaluations(workdir):
@@ -267,8 +288,15 @@ def test_export_binary_killed_mid_export_keeps_the_earlier_export(searched, tmp_
     run_dir = str(tmp_path / "run")
     shutil.copytree(workdir, run_dir, ignore=shutil.ignore_patterns("export"))
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    command = [sys.executable, os.path.join(repo, "bin", "export.py"), "--config=configs/quickstart.py",
-               f"--workdir={run_dir}", "--name=model", "--arch=largest", *TINY_FLAGS]
+    command = [
+        sys.executable,
+        os.path.join(repo, "bin", "export.py"),
+        "--config=configs/quickstart.py",
+        f"--workdir={run_dir}",
+        "--name=model",
+        "--arch=largest",
+        *TINY_FLAGS,
+    ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -290,6 +318,7 @@ def test_export_binary_killed_mid_export_keeps_the_earlier_export(searched, tmp_
     done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert _tree(os.path.join(root, "model")) != before
-    assert json.load(open(os.path.join(root, "model", "metadata.json")))["chosen_by"].startswith("named arch 'smallest'")
+    assert json.load(open(os.path.join(root, "model", "metadata.json")))["chosen_by"].startswith(
+        "named arch 'smallest'"
+    )
     assert not [n for n in os.listdir(root) if n.startswith(".")]  # the killed run's staging was cleaned up
-

@@ -29,9 +29,14 @@ SMALL = [
 
 def _command(workdir, steps, per_epoch, strategy="default"):
     return [
-        sys.executable, str(REPO / "bin" / "train_supernet.py"), "--config=configs/shapes_seg.py",
-        f"--workdir={workdir}", f"--strategy={strategy}", f"--config.train.steps={steps}",
-        f"--config.train.steps_per_epoch={per_epoch}", *SMALL,
+        sys.executable,
+        str(REPO / "bin" / "train_supernet.py"),
+        "--config=configs/shapes_seg.py",
+        f"--workdir={workdir}",
+        f"--strategy={strategy}",
+        f"--config.train.steps={steps}",
+        f"--config.train.steps_per_epoch={per_epoch}",
+        *SMALL,
     ]
 
 
@@ -60,8 +65,12 @@ def test_bad_train_fields_name_the_field(tmp_path, field, value, message):
 
 def test_binary_reports_bad_input_in_one_line(tmp_path):
     out = subprocess.run(
-        _command(tmp_path, 2, 1) + ["--config.train.optimizer=lamb"], cwd=REPO, env=_env(),
-        capture_output=True, text=True, timeout=300,
+        _command(tmp_path, 2, 1) + ["--config.train.optimizer=lamb"],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 1
     assert "config.train.optimizer" in out.stderr and "Traceback" not in out.stderr
@@ -120,7 +129,11 @@ def test_multi_worker_trains_and_resumes_after_both_workers_are_killed(tmp_path)
     def start():
         return [
             subprocess.Popen(
-                cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                cmd,
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
                 env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
             )
             for i in range(2)

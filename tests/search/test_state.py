@@ -8,8 +8,6 @@ import time
 import pytest
 
 from scalenas_tf import ScaleNASSpace
-from scalenas_tf.families.scalenas import evolution
-from scalenas_tf.families.scalenas.evolution import EvolutionSettings
 from scalenas_tf.search.state import EvaluationLog
 from scalenas_tf.search.state import SearchStateError
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from scalenas_tf.data import pipeline
-from scalenas_tf.families.scalenas.supernet import ScaleNASSupernet
 from scalenas_tf.families.scalenas.samplers import GroupedSampler
+from scalenas_tf.families.scalenas.supernet import ScaleNASSupernet
 from scalenas_tf.training.trainer import SupernetTrainer
 from tests.training.test_trainer import NUM_CLASSES
 from tests.training.test_trainer import SIZE
@@ -34,7 +34,9 @@ def _fit(steps=3):
     return net, trainer, history
 
 
-@pytest.mark.parametrize("policy", ["mixed_bfloat16", pytest.param("mixed_float16", marks=pytest.mark.gpu)], indirect=True)
+@pytest.mark.parametrize(
+    "policy", ["mixed_bfloat16", pytest.param("mixed_float16", marks=pytest.mark.gpu)], indirect=True
+)
 def test_mixed_precision_trains_with_float32_weights(policy):
     net, trainer, history = _fit()
     assert np.isfinite(history.history["loss"]).all()

@@ -16,18 +16,18 @@ import pytest
 import tensorflow as tf
 
 from scalenas_tf.data.pipeline import make_dataset
-from scalenas_tf.layers import common
-from scalenas_tf.models.extraction import extract_subnet
-from scalenas_tf.families.scalenas.supernet import ScaleNASSupernet
+from scalenas_tf.families.scalenas.samplers import GroupedSampler
+from scalenas_tf.families.scalenas.samplers import UniformSampler
 from scalenas_tf.families.scalenas.space import ModuleArch
 from scalenas_tf.families.scalenas.space import ScaleNASArch
 from scalenas_tf.families.scalenas.space import ScaleNASSpace
+from scalenas_tf.families.scalenas.supernet import ScaleNASSupernet
+from scalenas_tf.layers import common
+from scalenas_tf.models.extraction import extract_subnet
 from scalenas_tf.training import losses
 from scalenas_tf.training.bn_calibration import BatchNormCalibrator
-from scalenas_tf.training.sampler import SingleArchSampler
 from scalenas_tf.training.sampler import FixedSampler
-from scalenas_tf.families.scalenas.samplers import GroupedSampler
-from scalenas_tf.families.scalenas.samplers import UniformSampler
+from scalenas_tf.training.sampler import SingleArchSampler
 from scalenas_tf.training.sparse_update import slot_map
 from scalenas_tf.training.trainer import SupernetTrainer
 
@@ -432,8 +432,8 @@ def test_per_replica_subnets_update_what_any_replica_ran():
     for step in range(100):
         trainer.optimizer.iterations.assign(step)
         r0, r1 = [runs(v.numpy()) for v in strategy.experimental_local_results(sample())]
-        only_1 = [l for l, a, b in zip(layers, r0, r1) if b and not a]
-        neither = [l for l, a, b in zip(layers, r0, r1) if not a and not b]
+        only_1 = [layer for layer, a, b in zip(layers, r0, r1) if b and not a]
+        neither = [layer for layer, a, b in zip(layers, r0, r1) if not a and not b]
         if only_1 and neither:
             break
     else:

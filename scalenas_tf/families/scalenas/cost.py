@@ -152,9 +152,8 @@ def count(
         ValueError: for a bad task, class count or input size.
     """
     tasks.validate_task(task, num_classes)
-    if (
-        len(input_size) != 2
-        or any(not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1 for v in input_size)
+    if len(input_size) != 2 or any(
+        not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1 for v in input_size
     ):
         raise ValueError(f"`input_size` must be (height, width) positive ints. Received: input_size={input_size}")
     input_size = (int(input_size[0]), int(input_size[1]))

@@ -68,9 +68,8 @@ class EvolutionSettings:
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"search.{name} must be an int >= 1. Received: {name}={value!r}")
         if self.population > self.budget:
-            raise ValueError(
-                f"search.population ({self.population}) must not exceed search.budget ({self.budget})"
-            )
+            raise ValueError(f"search.population ({self.population}) must not exceed search.budget ({self.budget})")
+
         def number(value):  # not a bool, which isinstance(value, int) would take
             return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
@@ -150,7 +149,9 @@ def _ledger(cost_of, evaluate, settings: EvolutionSettings) -> EvaluationLedger:
 
 
 def random_search(
-    space: ScaleNASSpace, evaluate: Callable[[ScaleNASArch], float], cost_of: Callable[[ScaleNASArch], float],
+    space: ScaleNASSpace,
+    evaluate: Callable[[ScaleNASArch], float],
+    cost_of: Callable[[ScaleNASArch], float],
     settings: EvolutionSettings,
 ) -> SearchResult:
     """`settings.budget` archs from `sample_stream`; stops early (keeping what it has) if the space
@@ -161,7 +162,9 @@ def random_search(
 
 
 def topology_evolution(
-    space: ScaleNASSpace, evaluate: Callable[[ScaleNASArch], float], cost_of: Callable[[ScaleNASArch], float],
+    space: ScaleNASSpace,
+    evaluate: Callable[[ScaleNASArch], float],
+    cost_of: Callable[[ScaleNASArch], float],
     settings: EvolutionSettings,
 ) -> SearchResult:
     """ScaleNAS Algorithm 1 (see the module docstring)."""

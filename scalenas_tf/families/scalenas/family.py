@@ -26,8 +26,13 @@ def _search_cost(record, measure: str) -> float:
 def _export_cost(space, arch, task, num_classes, input_size, measure) -> dict[str, Any]:
     counted = cost_lib.count(space, arch, task, num_classes, input_size)
     unit = COST_MEASURES[measure][0]
-    return {"params": counted.params, "macs": counted.macs, "gmacs": counted.gmacs, "input_size": list(input_size),
-            unit: counted.measure(measure)}
+    return {
+        "params": counted.params,
+        "macs": counted.macs,
+        "gmacs": counted.gmacs,
+        "input_size": list(input_size),
+        unit: counted.measure(measure),
+    }
 
 
 def _load_arch_file(space, path, official_mask=False, allow_pickle=False):

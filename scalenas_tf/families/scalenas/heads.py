@@ -114,15 +114,16 @@ class ClassificationHead(keras.layers.Layer):
         head = tasks.CLS_HEAD_CHANNELS
         if len(self.branch_channels) > len(head):
             raise ValueError(
-                f"The classification head supports up to {len(head)} branches. Received: branch_channels={branch_channels}"
+                f"The classification head supports up to {len(head)} branches. "
+                f"Received: branch_channels={branch_channels}"
             )
-        self.incre = [
-            Bottleneck(c, head[i], name=f"{self.name}_incre{i}") for i, c in enumerate(self.branch_channels)
-        ]
+        self.incre = [Bottleneck(c, head[i], name=f"{self.name}_incre{i}") for i, c in enumerate(self.branch_channels)]
         self.down_convs, self.down_bns = [], []
         for i in range(len(self.branch_channels) - 1):
             self.down_convs.append(
-                common.conv2d(self.incre[i + 1].out_channels, 3, strides=2, use_bias=True, name=f"{self.name}_down{i}_conv")
+                common.conv2d(
+                    self.incre[i + 1].out_channels, 3, strides=2, use_bias=True, name=f"{self.name}_down{i}_conv"
+                )
             )
             self.down_bns.append(common.batch_norm(f"{self.name}_down{i}_bn"))
         self.final_conv = common.conv2d(tasks.CLS_NUM_FEATURES, 1, use_bias=True, name=f"{self.name}_final_conv")

@@ -91,7 +91,9 @@ class HRModule(keras.layers.Layer):
                         continue
                     y = tf.cond(
                         edge_on[j][s][k],
-                        lambda y=y, e=self.edge(j, s, k), x=xs[k], hw=sizes[j]: y + e(x, target_hw=hw, training=training),
+                        lambda y=y, e=self.edge(j, s, k), x=xs[k], hw=sizes[j]: (
+                            y + e(x, target_hw=hw, training=training)
+                        ),
                         lambda y=y: y,
                     )
                 # Every state is a ReLU output, so the ReLU is exact when nothing was added.

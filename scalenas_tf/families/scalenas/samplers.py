@@ -20,7 +20,6 @@ SMALLEST_FUSION_PROB = 0.1
 LARGEST_FUSION_PROB = 1.0
 
 
-
 class _ScaleNASSampler(SingleArchSampler):
     """Base of the ScaleNAS samplers: draws canonical arch vectors in graph."""
 
@@ -35,8 +34,9 @@ class _ScaleNASSampler(SingleArchSampler):
         parts = []
         last = len(self._layout) - 1
         for m, b in enumerate(self._layout):
-            s_depth, s_bits = tf.unstack(tf.random.experimental.stateless_split(
-                tf.random.experimental.stateless_fold_in(seed, m), 2))
+            s_depth, s_bits = tf.unstack(
+                tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, m), 2)
+            )
             u = tf.random.stateless_uniform((b,), s_depth)
             index = tf.minimum(tf.cast(u * tf.cast(num_options, tf.float32), tf.int32), num_options - 1)
             depths = tf.gather(depth_options, index)
@@ -57,7 +57,6 @@ class _ScaleNASSampler(SingleArchSampler):
             target0 = tf.equal(tf.range(b), 0)[:, None, None]
             bits = tf.where(last, tf.logical_or(target0, is_self), bits)
         return tf.concat([depths, tf.reshape(tf.cast(bits, tf.int32), (-1,))], axis=0)
-
 
 
 class UniformSampler(_ScaleNASSampler):

@@ -102,7 +102,6 @@ class ScaleNASArch(EncodedArch):
         return cls(tuple(modules))
 
 
-
 @dataclasses.dataclass(frozen=True)
 class ScaleNASSpace:
     """The ScaleNAS multi-resolution space (HRNet-like, per-branch depth, any-to-any fusion).
@@ -152,8 +151,10 @@ class ScaleNASSpace:
             object.__setattr__(self, name, tuple(int(v) for v in items))
         if not isinstance(self.multi_scale_output, (bool, np.bool_)):
             raise ValueError(f"`multi_scale_output` must be true or false. Received: {self.multi_scale_output!r}")
-        if not self.depth_choices or min(self.depth_choices) < 1 or list(self.depth_choices) != sorted(
-            set(self.depth_choices)
+        if (
+            not self.depth_choices
+            or min(self.depth_choices) < 1
+            or list(self.depth_choices) != sorted(set(self.depth_choices))
         ):
             raise ValueError(
                 f"`depth_choices` must be distinct positive ints in increasing order. "
@@ -232,8 +233,7 @@ class ScaleNASSpace:
             for j, steps in enumerate(module.fusion):
                 if len(steps) != self.max_steps:
                     raise ArchError(
-                        f"{where}, target branch {j}: fusion needs {self.max_steps} steps. "
-                        f"Received: {len(steps)} steps"
+                        f"{where}, target branch {j}: fusion needs {self.max_steps} steps. Received: {len(steps)} steps"
                     )
                 for s, bits in enumerate(steps):
                     self._validate_bits(where, module, j, s, bits)
@@ -270,10 +270,7 @@ class ScaleNASSpace:
         """Builds a canonical module; `cross_bit(j, s, k)` decides each cross bit with s < depths[j]."""
         fusion = tuple(
             tuple(
-                tuple(
-                    (1 if k == j else int(cross_bit(j, s, k))) if s < depths[j] else 0
-                    for k in range(len(depths))
-                )
+                tuple((1 if k == j else int(cross_bit(j, s, k))) if s < depths[j] else 0 for k in range(len(depths)))
                 for s in range(self.max_steps)
             )
             for j in range(len(depths))
@@ -307,27 +304,20 @@ class ScaleNASSpace:
         HRNet builds no fuse layer for them; this reproduces the published pose figures.
         """
         d = self.depth_choices[-1]
-        arch = ScaleNASArch(
-            tuple(self._make_module((d,) * b, lambda j, s, k: 1) for _, _, b in self.module_layout())
-        )
+        arch = ScaleNASArch(tuple(self._make_module((d,) * b, lambda j, s, k: 1) for _, _, b in self.module_layout()))
         return self._with_pose_output(arch)
 
     def smallest(self) -> ScaleNASArch:
         """Shallowest branches, no cross-branch fusion anywhere (the published "smallest")."""
         d = self.depth_choices[0]
-        return ScaleNASArch(
-            tuple(self._make_module((d,) * b, lambda j, s, k: 0) for _, _, b in self.module_layout())
-        )
+        return ScaleNASArch(tuple(self._make_module((d,) * b, lambda j, s, k: 0) for _, _, b in self.module_layout()))
 
     def hrnet(self, depth: int = 4) -> ScaleNASArch:
         """HRNet: `depth` blocks per branch, all-ones fusion at each target's last step only."""
         if depth not in self.depth_choices:
             raise ArchError(f"HRNet depth {depth} is not in depth_choices {self.depth_choices}")
         arch = ScaleNASArch(
-            tuple(
-                self._make_module((depth,) * b, lambda j, s, k: s == depth - 1)
-                for _, _, b in self.module_layout()
-            )
+            tuple(self._make_module((depth,) * b, lambda j, s, k: s == depth - 1) for _, _, b in self.module_layout())
         )
         return self._with_pose_output(arch)
 
@@ -441,12 +431,18 @@ class ScaleNASSpace:
                     bits = steps[s] if s < len(steps) else ()
                     if s >= max(depths):
                         if any(bits):
-                            raise ArchError(f"{where}, target branch {j}, step {s}: padding must be 0. Received: {list(bits)}")
+                            raise ArchError(
+                                f"{where}, target branch {j}, step {s}: padding must be 0. Received: {list(bits)}"
+                            )
                         row.append((0,) * b)
                         continue
                     if len(bits) != b:
-                        raise ArchError(f"{where}, target branch {j}, step {s}: expected {b} bits. Received: {list(bits)}")
-                    row.append(tuple((1 if k == j else int(x)) if s < depths[j] else int(x) for k, x in enumerate(bits)))
+                        raise ArchError(
+                            f"{where}, target branch {j}, step {s}: expected {b} bits. Received: {list(bits)}"
+                        )
+                    row.append(
+                        tuple((1 if k == j else int(x)) if s < depths[j] else int(x) for k, x in enumerate(bits))
+                    )
                 rows.append(tuple(row))
             modules.append(ModuleArch(depths, tuple(rows)))
         arch = ScaleNASArch(tuple(modules))

@@ -50,7 +50,9 @@ class ScaleNASSupernet(Supernet):
         if isinstance(space, dict):
             space = ScaleNASSpace(**space)
         if not isinstance(space, ScaleNASSpace):
-            raise TypeError(f"`space` must be a ScaleNASSpace or a dict of its fields. Received: {type(space).__name__}")
+            raise TypeError(
+                f"`space` must be a ScaleNASSpace or a dict of its fields. Received: {type(space).__name__}"
+            )
         tasks.validate_task(task, num_classes)
         self.space = space
         self.task = task
@@ -92,8 +94,9 @@ class ScaleNASSupernet(Supernet):
             self.space.from_vector(vector.numpy())
             return vector
         size = self.space.vector_size
-        checks = [tf.debugging.assert_equal(
-            tf.size(vector), size, message=f"ScaleNAS arch vector: expected {size} entries")]
+        checks = [
+            tf.debugging.assert_equal(tf.size(vector), size, message=f"ScaleNAS arch vector: expected {size} entries")
+        ]
         # The per-module checks slice and reshape the vector: only after the length check.
         with tf.control_dependencies(checks):
             vector = tf.identity(vector)
@@ -115,12 +118,24 @@ class ScaleNASSupernet(Supernet):
                 )
             )
             where = self.space.module_label(m)
-            checks.append(tf.debugging.Assert(
-                ok, [f"ScaleNAS arch vector: {where} depths must be in {self.space.depth_choices}; got", depths]))
-            checks.append(tf.debugging.Assert(
-                ok_bits, [f"ScaleNAS arch vector: {where} fusion bits must be canonical 0/1 "
-                          "(self bit 1 below a branch's depth, 0 at or beyond it); depths", depths, "bits", bits],
-                summarize=4 * b * steps * b))
+            checks.append(
+                tf.debugging.Assert(
+                    ok, [f"ScaleNAS arch vector: {where} depths must be in {self.space.depth_choices}; got", depths]
+                )
+            )
+            checks.append(
+                tf.debugging.Assert(
+                    ok_bits,
+                    [
+                        f"ScaleNAS arch vector: {where} fusion bits must be canonical 0/1 "
+                        "(self bit 1 below a branch's depth, 0 at or beyond it); depths",
+                        depths,
+                        "bits",
+                        bits,
+                    ],
+                    summarize=4 * b * steps * b,
+                )
+            )
         with tf.control_dependencies(checks):
             vector = tf.identity(vector)
         vector.set_shape((size,))  # an arch of unknown length (input_signature (None,)) has it now
@@ -157,9 +172,7 @@ class ScaleNASSupernet(Supernet):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {"space": dataclasses.asdict(self.space), "task": self.task, "num_classes": self.num_classes}
-        )
+        config.update({"space": dataclasses.asdict(self.space), "task": self.task, "num_classes": self.num_classes})
         return config
 
     @classmethod

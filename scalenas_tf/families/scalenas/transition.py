@@ -36,7 +36,12 @@ class Transition(keras.layers.Layer):
             path = []
             if i < n_in:
                 if self.in_channels[i] != out:
-                    path.append((common.conv2d(out, 3, name=f"{self.name}_b{i}_conv0"), common.batch_norm(f"{self.name}_b{i}_bn0")))
+                    path.append(
+                        (
+                            common.conv2d(out, 3, name=f"{self.name}_b{i}_conv0"),
+                            common.batch_norm(f"{self.name}_b{i}_bn0"),
+                        )
+                    )
             else:
                 convs = i + 1 - n_in
                 for t in range(convs):

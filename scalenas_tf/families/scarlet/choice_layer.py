@@ -28,20 +28,30 @@ class ChoiceLayer(keras.layers.Layer):
         training: bool.
     """
 
-    def __init__(self, in_channels, filters, strides, choices, choice_ids, activation="hswish", identity_op="els", **kwargs):
+    def __init__(
+        self, in_channels, filters, strides, choices, choice_ids, activation="hswish", identity_op="els", **kwargs
+    ):
         super().__init__(**kwargs)
         self.in_channels, self.filters, self.strides = int(in_channels), int(filters), int(strides)
         self.choices, self.choice_ids = tuple(choices), tuple(int(i) for i in choice_ids)
         self.activation, self.identity_op = activation, identity_op
         if len(self.choices) != len(self.choice_ids):
-            raise ValueError(f"`choices` and `choice_ids` differ in length: {len(self.choices)} vs {len(self.choice_ids)}")
+            raise ValueError(
+                f"`choices` and `choice_ids` differ in length: {len(self.choices)} vs {len(self.choice_ids)}"
+            )
         self.ops = []
         for name in self.choices:
             block = parse_choice(name)
             if block is not None:
                 op = MobileBlock(
-                    self.in_channels, self.filters, block.kernel, block.expand, block.se, self.strides,
-                    activation, name=f"{self.name}_{slug(name)}",
+                    self.in_channels,
+                    self.filters,
+                    block.kernel,
+                    block.expand,
+                    block.se,
+                    self.strides,
+                    activation,
+                    name=f"{self.name}_{slug(name)}",
                 )
             elif identity_op == "els":
                 op = Stabilizer(self.in_channels, self.filters, self.strides, name=f"{self.name}_els")
@@ -61,7 +71,9 @@ class ChoiceLayer(keras.layers.Layer):
         return self.ops[self.choices.index(name)]
 
     def _local(self, choice):
-        table = tf.constant([self.choice_ids.index(i) if i in self.choice_ids else -1 for i in range(max(self.choice_ids) + 1)])
+        table = tf.constant(
+            [self.choice_ids.index(i) if i in self.choice_ids else -1 for i in range(max(self.choice_ids) + 1)]
+        )
         return tf.gather(table, tf.cast(choice, tf.int32))
 
     def call(self, inputs, choice, training=None):
@@ -85,11 +97,17 @@ class ChoiceLayer(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "in_channels": self.in_channels, "filters": self.filters, "strides": self.strides,
-            "choices": self.choices, "choice_ids": self.choice_ids, "activation": self.activation,
-            "identity_op": self.identity_op,
-        })
+        config.update(
+            {
+                "in_channels": self.in_channels,
+                "filters": self.filters,
+                "strides": self.strides,
+                "choices": self.choices,
+                "choice_ids": self.choice_ids,
+                "activation": self.activation,
+                "identity_op": self.identity_op,
+            }
+        )
         return config
 
 

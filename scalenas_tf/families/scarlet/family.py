@@ -28,8 +28,14 @@ def _search_cost(record, measure: str) -> tuple[float, float]:
 
 def _export_cost(space, arch, task, num_classes, input_size, measure) -> dict[str, Any]:
     counted = cost_lib.count(space, arch, num_classes, input_size, as_extracted=True)
-    return {"params": counted.params, "macs": counted.macs, "gmacs": counted.gmacs, "madds_m": counted.madds_m,
-            "counted": "as extracted (ELS folds applied)", "input_size": list(input_size)}
+    return {
+        "params": counted.params,
+        "macs": counted.macs,
+        "gmacs": counted.gmacs,
+        "madds_m": counted.madds_m,
+        "counted": "as extracted (ELS folds applied)",
+        "input_size": list(input_size),
+    }
 
 
 def cost_report(family, space, task, num_classes, input_size, arch=None, as_extracted=False):

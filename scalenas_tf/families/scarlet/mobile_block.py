@@ -36,8 +36,17 @@ class MobileBlock(keras.layers.Layer):
         Sandler et al., "MobileNetV2", CVPR 2018; Howard et al., "Searching for MobileNetV3", ICCV 2019.
     """
 
-    def __init__(self, in_channels, filters, kernel_size=3, expand_ratio=6, use_se=False, strides=1,
-                 activation="hswish", **kwargs):
+    def __init__(
+        self,
+        in_channels,
+        filters,
+        kernel_size=3,
+        expand_ratio=6,
+        use_se=False,
+        strides=1,
+        activation="hswish",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         activation_name(activation)
         self.in_channels, self.filters = int(in_channels), int(filters)
@@ -119,9 +128,15 @@ class MobileBlock(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "in_channels": self.in_channels, "filters": self.filters, "kernel_size": self.kernel_size,
-            "expand_ratio": self.expand_ratio, "use_se": self.use_se, "strides": self.strides,
-            "activation": self.activation,
-        })
+        config.update(
+            {
+                "in_channels": self.in_channels,
+                "filters": self.filters,
+                "kernel_size": self.kernel_size,
+                "expand_ratio": self.expand_ratio,
+                "use_se": self.use_se,
+                "strides": self.strides,
+                "activation": self.activation,
+            }
+        )
         return config

@@ -132,8 +132,10 @@ class NSGA2Settings:
             )
         weights = self.weights
         if (
-            not isinstance(weights, (list, tuple)) or len(weights) != 3
-            or not all(_is_number(w) and math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0
+            not isinstance(weights, (list, tuple))
+            or len(weights) != 3
+            or not all(_is_number(w) and math.isfinite(w) and w >= 0 for w in weights)
+            or sum(weights) <= 0
         ):
             raise ValueError(
                 "search.weights must be 3 non-negative numbers (accuracy, MAdds, params), not all zero. "
@@ -143,7 +145,9 @@ class NSGA2Settings:
         if self.max_cost is not None and (not _is_number(self.max_cost) or not self.max_cost > 0):
             raise ValueError(f"search.max_cost must be a number > 0 or None. Received: max_cost={self.max_cost!r}")
         if self.min_metric is not None and (not _is_number(self.min_metric) or not math.isfinite(self.min_metric)):
-            raise ValueError(f"search.min_metric must be a finite number or None. Received: min_metric={self.min_metric!r}")
+            raise ValueError(
+                f"search.min_metric must be a finite number or None. Received: min_metric={self.min_metric!r}"
+            )
         for name in ("crossover_prob", "mutation_prob"):
             value = getattr(self, name)
             if value is None and name == "mutation_prob":
@@ -154,9 +158,7 @@ class NSGA2Settings:
             if not _is_int(self.budget) or self.budget < 1:
                 raise ValueError(f"search.budget must be an int >= 1 or None. Received: budget={self.budget!r}")
             if self.budget < self.population:
-                raise ValueError(
-                    f"search.population ({self.population}) must not exceed search.budget ({self.budget})"
-                )
+                raise ValueError(f"search.population ({self.population}) must not exceed search.budget ({self.budget})")
 
     @property
     def evaluations(self) -> int:

@@ -56,8 +56,9 @@ class StrictFairSampler(_PathSampler):
         m = self.num_subnets
         columns = []
         for i, ids in enumerate(self.layer_ids):
-            s_fill, s_order = tf.unstack(tf.random.experimental.stateless_split(
-                tf.random.experimental.stateless_fold_in(seed, i), 2))
+            s_fill, s_order = tf.unstack(
+                tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, i), 2)
+            )
             ids = tf.constant(ids, tf.int32)
             n = int(ids.shape[0])
             if n < m:

@@ -45,16 +45,67 @@ _BLOCK_NAME = re.compile(r"^K(\d+)E(\d+)(\+SE)?$")
 
 PRESETS = {
     "scarlet_a": (
-        "K7E3", "K5E6", "K5E3", "K7E3+SE", "K3E6+SE", "K5E3+SE", "K3E6+SE", "K3E3", "K7E3+SE", "K7E3",
-        "K5E3", "K7E3+SE", "K3E3", "K7E3+SE", "K3E6+SE", "K5E6+SE", "K3E3+SE", "K3E6+SE", "K7E6+SE",
+        "K7E3",
+        "K5E6",
+        "K5E3",
+        "K7E3+SE",
+        "K3E6+SE",
+        "K5E3+SE",
+        "K3E6+SE",
+        "K3E3",
+        "K7E3+SE",
+        "K7E3",
+        "K5E3",
+        "K7E3+SE",
+        "K3E3",
+        "K7E3+SE",
+        "K3E6+SE",
+        "K5E6+SE",
+        "K3E3+SE",
+        "K3E6+SE",
+        "K7E6+SE",
     ),
     "scarlet_b": (
-        "K3E3+SE", "K5E3+SE", "K3E3+SE", "K7E6+SE", "K3E3", "K5E3", "K7E6+SE", "K3E3+SE", "id", "K5E3",
-        "K3E3+SE", "K3E3+SE", "K7E6+SE", "K3E3+SE", "K5E6+SE", "K5E6+SE", "id", "K7E6+SE", "K5E6+SE",
+        "K3E3+SE",
+        "K5E3+SE",
+        "K3E3+SE",
+        "K7E6+SE",
+        "K3E3",
+        "K5E3",
+        "K7E6+SE",
+        "K3E3+SE",
+        "id",
+        "K5E3",
+        "K3E3+SE",
+        "K3E3+SE",
+        "K7E6+SE",
+        "K3E3+SE",
+        "K5E6+SE",
+        "K5E6+SE",
+        "id",
+        "K7E6+SE",
+        "K5E6+SE",
     ),
     "scarlet_c": (
-        "K5E3+SE", "K3E3+SE", "K5E3+SE", "id", "id", "K3E3", "K7E6+SE", "K3E3+SE", "K3E3+SE", "K5E3",
-        "K7E3+SE", "K7E3", "K3E3+SE", "K7E3+SE", "K3E3+SE", "id", "K3E6+SE", "K7E6+SE", "K5E6+SE",
+        "K5E3+SE",
+        "K3E3+SE",
+        "K5E3+SE",
+        "id",
+        "id",
+        "K3E3",
+        "K7E6+SE",
+        "K3E3+SE",
+        "K3E3+SE",
+        "K5E3",
+        "K7E3+SE",
+        "K7E3",
+        "K3E3+SE",
+        "K7E3+SE",
+        "K3E3+SE",
+        "id",
+        "K3E6+SE",
+        "K7E6+SE",
+        "K5E6+SE",
     ),
 }
 
@@ -96,7 +147,9 @@ class ScarletArch(EncodedArch):
         """Reads `to_dict()` output, or a plain list of choice names. Raises ArchError naming the field."""
         if isinstance(data, dict):
             if data.get("format", SCARLET_ARCH_FORMAT) != SCARLET_ARCH_FORMAT:
-                raise ArchError(f"Unknown arch format. Expected {SCARLET_ARCH_FORMAT!r}. Received: format={data['format']!r}")
+                raise ArchError(
+                    f"Unknown arch format. Expected {SCARLET_ARCH_FORMAT!r}. Received: format={data['format']!r}"
+                )
             if "choices" not in data:
                 raise ArchError(f"A SCARLET arch object needs a 'choices' list. Received keys: {sorted(data)}")
             data = data["choices"]
@@ -112,7 +165,6 @@ class ScarletArch(EncodedArch):
             except ArchError as e:
                 raise ArchError(f"choices[{i}]: {e}") from None
         return cls(tuple(data))
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,19 +207,25 @@ class ScarletSpace:
     def __post_init__(self):
         for name in ("channels", "strides", "kernel_sizes", "expand_ratios"):
             value = getattr(self, name)
-            if not isinstance(value, (list, tuple)) or not value or not all(
-                isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in value
+            if (
+                not isinstance(value, (list, tuple))
+                or not value
+                or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in value)
             ):
                 raise ValueError(f"`{name}` must be a non-empty list of positive ints. Received: {name}={value!r}")
             object.__setattr__(self, name, tuple(int(v) for v in value))
         if len(self.channels) != len(self.strides):
             raise ValueError(
-                f"`channels` and `strides` need one entry per layer. Received: {len(self.channels)} and {len(self.strides)}"
+                "`channels` and `strides` need one entry per layer. "
+                f"Received: {len(self.channels)} and {len(self.strides)}"
             )
         if any(s not in (1, 2) for s in self.strides):
             raise ValueError(f"`strides` must be 1 or 2. Received: strides={self.strides}")
         if any(e < 2 for e in self.expand_ratios):
-            raise ValueError(f"`expand_ratios` must be >= 2 (every block has an expand conv). Received: expand_ratios={self.expand_ratios}")
+            raise ValueError(
+                "`expand_ratios` must be >= 2 (every block has an expand conv). "
+                f"Received: expand_ratios={self.expand_ratios}"
+            )
         if any(k % 2 == 0 for k in self.kernel_sizes):
             raise ValueError(f"`kernel_sizes` must be odd. Received: kernel_sizes={self.kernel_sizes}")
         for name in ("stem_channels", "first_channels", "head_channels"):
@@ -233,17 +291,23 @@ class ScarletSpace:
         if not isinstance(arch, ScarletArch):
             raise ArchError(f"Expected a ScarletArch. Received: {type(arch).__name__}")
         if len(arch.choices) != self.num_layers:
-            raise ArchError(f"A SCARLET arch has {self.num_layers} choices, one per layer. Received: {len(arch.choices)}")
+            raise ArchError(
+                f"A SCARLET arch has {self.num_layers} choices, one per layer. Received: {len(arch.choices)}"
+            )
         for i, name in enumerate(arch.choices):
             if name not in self.layer_choices(i):
                 if name == IDENTITY:
-                    why = (f"identity is offered only where stride is 1 and width unchanged (layer {i}: "
-                           f"{self.in_channels(i)}->{self.channels[i]}, stride {self.strides[i]}); "
-                           "set identity_everywhere=True to offer it everywhere")
+                    why = (
+                        f"identity is offered only where stride is 1 and width unchanged (layer {i}: "
+                        f"{self.in_channels(i)}->{self.channels[i]}, stride {self.strides[i]}); "
+                        "set identity_everywhere=True to offer it everywhere"
+                    )
                 else:
                     try:
                         parse_choice(name)
-                        why = f"not a choice of this {self.variant} space; expected one of {list(self.layer_choices(i))}"
+                        why = (
+                            f"not a choice of this {self.variant} space; expected one of {list(self.layer_choices(i))}"
+                        )
                     except ArchError as e:
                         why = str(e)
                 raise ArchError(f"choices[{i}]={name!r}: {why}")
@@ -290,14 +354,18 @@ class ScarletSpace:
         try:
             self.validate(arch)
         except ArchError as e:
-            raise ArchError(f"Preset {name!r} is not in this space ({self.variant}, {self.num_layers} layers): {e}") from None
+            raise ArchError(
+                f"Preset {name!r} is not in this space ({self.variant}, {self.num_layers} layers): {e}"
+            ) from None
         return arch
 
     # === Sampling and vectors ===
 
     def sample(self, rng: np.random.Generator) -> ScarletArch:
         """Uniform over each layer's choices (SPOS), Python side."""
-        return ScarletArch(tuple(str(c[rng.integers(len(c))]) for c in (self.layer_choices(i) for i in range(self.num_layers))))
+        return ScarletArch(
+            tuple(str(c[rng.integers(len(c))]) for c in (self.layer_choices(i) for i in range(self.num_layers)))
+        )
 
     @property
     def vector_size(self) -> int:

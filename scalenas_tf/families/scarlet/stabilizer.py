@@ -26,7 +26,9 @@ class Stabilizer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.in_channels, self.filters, self.strides = int(in_channels), int(filters), int(strides)
         self.conv = common.conv2d(self.filters, 1, name=f"{self.name}_conv")
-        self.pool = keras.layers.MaxPooling2D(3, 2, padding="same", name=f"{self.name}_pool") if self.strides == 2 else None
+        self.pool = (
+            keras.layers.MaxPooling2D(3, 2, padding="same", name=f"{self.name}_pool") if self.strides == 2 else None
+        )
 
     def build(self, input_shape=None):
         self.conv.build(common.channels_shape(self.in_channels))

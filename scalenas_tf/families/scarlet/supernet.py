@@ -63,8 +63,13 @@ class ScarletSupernet(Supernet):
         self.sep_pw_bn = common.batch_norm("sep_pw_bn")
         self.choice_layers = [
             ChoiceLayer(
-                space.in_channels(i), space.channels[i], space.strides[i], space.layer_choices(i),
-                [names.index(c) for c in space.layer_choices(i)], space.activation, space.identity_op,
+                space.in_channels(i),
+                space.channels[i],
+                space.strides[i],
+                space.layer_choices(i),
+                [names.index(c) for c in space.layer_choices(i)],
+                space.activation,
+                space.identity_op,
                 name=f"l{i:02d}",
             )
             for i in range(space.num_layers)
@@ -101,15 +106,21 @@ class ScarletSupernet(Supernet):
         width = max(len(a) for a in allowed)
         table = tf.constant([a + [-1] * (width - len(a)) for a in allowed], tf.int32)
         size_ok = tf.debugging.assert_equal(
-            tf.size(vector), space.vector_size, message=f"SCARLET arch vector: expected {space.vector_size} entries")
+            tf.size(vector), space.vector_size, message=f"SCARLET arch vector: expected {space.vector_size} entries"
+        )
         with tf.control_dependencies([size_ok]):
             ok = tf.reduce_any(tf.equal(tf.reshape(vector, (-1, 1)), table), axis=1)
             bad = tf.where(tf.logical_not(ok))[:, 0]
             check = tf.debugging.Assert(
                 tf.reduce_all(ok),
-                [f"SCARLET arch vector: a choice id a layer does not offer (ids index {list(names)}); bad layers",
-                 bad, "ids", tf.gather(vector, bad)],
-                summarize=space.num_layers)
+                [
+                    f"SCARLET arch vector: a choice id a layer does not offer (ids index {list(names)}); bad layers",
+                    bad,
+                    "ids",
+                    tf.gather(vector, bad),
+                ],
+                summarize=space.num_layers,
+            )
         with tf.control_dependencies([check]):
             return tf.identity(vector)
 

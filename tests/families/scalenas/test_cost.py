@@ -5,9 +5,9 @@ import pathlib
 import numpy as np
 import pytest
 
+from scalenas_tf.arch import ArchError
 from scalenas_tf.families.scalenas.cost import Cost
 from scalenas_tf.families.scalenas.cost import count
-from scalenas_tf.arch import ArchError
 from scalenas_tf.families.scalenas.space import ModuleArch
 from scalenas_tf.families.scalenas.space import ScaleNASArch
 from scalenas_tf.families.scalenas.space import ScaleNASSpace

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from scalenas_tf.search.ledger import front_of
 from scalenas_tf import ScaleNASSpace
 from scalenas_tf.families.scalenas import evolution
-from scalenas_tf.search import pareto
 from scalenas_tf.families.scalenas.evolution import EvolutionSettings
+from scalenas_tf.search import pareto
+from scalenas_tf.search.ledger import front_of
 
 SPACE = ScaleNASSpace(width=8, num_modules=(1, 2, 1))
 POSE_SPACE = ScaleNASSpace(width=8, num_modules=(1, 2, 1), multi_scale_output=False)
@@ -148,7 +148,9 @@ def test_constraints():
 def test_a_small_space_runs_out_and_says_so():
     tiny = ScaleNASSpace(width=4, depth_choices=(1,), num_modules=(1,), num_branches=(2,))
     metric, cost = _landscape(tiny)
-    result = evolution.topology_evolution(tiny, metric, cost, EvolutionSettings(population=2, top_k=2, children=2, budget=50))
+    result = evolution.topology_evolution(
+        tiny, metric, cost, EvolutionSettings(population=2, top_k=2, children=2, budget=50)
+    )
     assert len(result.results) == 4  # depth 1, two cross bits: 4 archs in all
     assert "no new arch" in result.stopped_early
 

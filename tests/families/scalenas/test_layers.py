@@ -7,12 +7,12 @@ import pytest
 from scalenas_tf.families.scalenas.basic_block import BasicBlock
 from scalenas_tf.families.scalenas.bottleneck import Bottleneck
 from scalenas_tf.families.scalenas.fusion import FusionEdge
-from scalenas_tf.families.scalenas.hr_module import HRModule
-from scalenas_tf.families.scalenas.stem import Stem
-from scalenas_tf.families.scalenas.transition import Transition
 from scalenas_tf.families.scalenas.heads import ClassificationHead
 from scalenas_tf.families.scalenas.heads import PoseHead
 from scalenas_tf.families.scalenas.heads import SegmentationHead
+from scalenas_tf.families.scalenas.hr_module import HRModule
+from scalenas_tf.families.scalenas.stem import Stem
+from scalenas_tf.families.scalenas.transition import Transition
 
 LAYERS = [
     lambda: BasicBlock(8, name="bb"),

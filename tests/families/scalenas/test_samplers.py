@@ -10,16 +10,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from scalenas_tf.families.scalenas.space import ScaleNASSpace
-from scalenas_tf.training import sampler as sampler_lib
-from scalenas_tf.training.sampler import FixedSampler
 from scalenas_tf.families.scalenas.samplers import GROUP_FUSION_PROBS
 from scalenas_tf.families.scalenas.samplers import LARGEST_FUSION_PROB
 from scalenas_tf.families.scalenas.samplers import SMALLEST_FUSION_PROB
 from scalenas_tf.families.scalenas.samplers import FusionSampler
 from scalenas_tf.families.scalenas.samplers import GroupedSampler
-from scalenas_tf.training.sampler import SandwichSampler
 from scalenas_tf.families.scalenas.samplers import UniformSampler
+from scalenas_tf.families.scalenas.space import ScaleNASSpace
+from scalenas_tf.training.sampler import FixedSampler
+from scalenas_tf.training.sampler import SandwichSampler
 from scalenas_tf.training.sampler import make_sampler
 
 MULTI = ScaleNASSpace(width=8, num_modules=(1, 2, 1))
@@ -100,7 +99,8 @@ def test_every_vector_is_canonical(name, space_name):
     assert vectors.shape == (60, sampler.num_subnets, space.vector_size)
     assert vectors.dtype == np.int32
     assert info["group"].shape == (60, sampler.num_subnets)
-    archs = [space.from_vector(v) for v in vectors.reshape(-1, space.vector_size)]  # validates each
+    for vector in vectors.reshape(-1, space.vector_size):
+        space.from_vector(vector)  # validates each
     if not space.multi_scale_output:
         # Single output: at each target's last step of the last module, target 0 reads every
         # branch and the others only themselves. (SandwichSampler's second subnet is

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from scalenas_tf.families.scalenas.space import ARCH_FORMAT
 from scalenas_tf.arch import ArchError
+from scalenas_tf.families.scalenas.space import ARCH_FORMAT
 from scalenas_tf.families.scalenas.space import ModuleArch
 from scalenas_tf.families.scalenas.space import ScaleNASArch
 from scalenas_tf.families.scalenas.space import ScaleNASSpace
@@ -233,10 +233,10 @@ def test_golden_hash():
 
 
 def test_hash_same_in_fresh_process():
-    code = "from scalenas_tf.families.scalenas.space import ScaleNASSpace; print(ScaleNASSpace(width=32).hrnet().hash())"
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, timeout=60
+    code = (
+        "from scalenas_tf.families.scalenas.space import ScaleNASSpace; print(ScaleNASSpace(width=32).hrnet().hash())"
     )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == GOLDEN_HRNET_HASH
 
 
@@ -245,9 +245,7 @@ def test_module_does_not_import_tensorflow():
         "import sys, scalenas_tf.families.scalenas.space, scalenas_tf.search.cost; "
         "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, timeout=60
-    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.split() == ["False", "False"]
 
 

@@ -6,16 +6,15 @@ import pathlib
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from scalenas_tf.models.extraction import extract_subnet
-from scalenas_tf.families.scalenas.supernet import ScaleNASSupernet
-from scalenas_tf.families.scalenas import cost
 from scalenas_tf.arch import ArchError
+from scalenas_tf.families.scalenas import cost
 from scalenas_tf.families.scalenas.space import ScaleNASSpace
+from scalenas_tf.families.scalenas.supernet import ScaleNASSupernet
+from scalenas_tf.models.extraction import extract_subnet
 from tests.helpers import randomize_batch_norm
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
@@ -162,7 +161,10 @@ def test_cost_binary_extract_full_size(config, arch, params):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     out = subprocess.run(
         [sys.executable, "bin/cost.py", f"--config={config}", flag, "--extract"],
-        cwd=REPO, env=env, capture_output=True, text=True,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])

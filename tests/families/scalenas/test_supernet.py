@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from scalenas_tf.arch import ArchError
+from scalenas_tf.families.scalenas import cost
+from scalenas_tf.families.scalenas.space import ScaleNASSpace
 from scalenas_tf.families.scalenas.supernet import ScaleNASSupernet
 from scalenas_tf.families.scalenas.supernet import random_arch_vectors
-from scalenas_tf.families.scalenas import cost
-from scalenas_tf.arch import ArchError
-from scalenas_tf.families.scalenas.space import ScaleNASSpace
 from tests.helpers import randomize_batch_norm
 
 
@@ -121,9 +121,10 @@ def test_compute_follows_the_subnet():
         return min(times)
 
     t_small, t_large = best_time(small_v), best_time(large_v)
-    ratio = cost.count(space, space.smallest(), "seg", 5, (128, 128)).macs / cost.count(
-        space, space.largest(), "seg", 5, (128, 128)
-    ).macs
+    ratio = (
+        cost.count(space, space.smallest(), "seg", 5, (128, 128)).macs
+        / cost.count(space, space.largest(), "seg", 5, (128, 128)).macs
+    )
     assert ratio < 0.5
     assert forward.experimental_get_tracing_count() == 1
     assert t_small < 0.8 * t_large, (t_small, t_large)

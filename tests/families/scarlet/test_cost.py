@@ -12,14 +12,14 @@ import pytest
 
 from configs import scalenas_pose
 from configs import scarlet
-from scalenas_tf.runners import cost as cost_runner
+from scalenas_tf.arch import ArchError
+from scalenas_tf.families.scarlet.cost import ScarletCost
+from scalenas_tf.families.scarlet.cost import count
 from scalenas_tf.families.scarlet.space import PRESETS
 from scalenas_tf.families.scarlet.space import ScarletArch
 from scalenas_tf.families.scarlet.space import ScarletSpace
 from scalenas_tf.families.scarlet.space import fold_plan
-from scalenas_tf.families.scarlet.cost import ScarletCost
-from scalenas_tf.families.scarlet.cost import count
-from scalenas_tf.arch import ArchError
+from scalenas_tf.runners import cost as cost_runner
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 FIGURES = REPO / ".." / "shared" / "reference" / "figures.md"
@@ -48,7 +48,10 @@ def test_hard_coded_rows_match_figures_md():
         pytest.skip(f"shared reference {FIGURES} is absent (expected the shared folder at <repo>/../shared)")
     rows = [line for line in FIGURES.read_text().splitlines() if line.startswith("| ")]
     labels = {
-        "all_K7E6": "| all K7E6", "scarlet_a": "| SCARLET-A", "scarlet_b": "| SCARLET-B", "scarlet_c": "| SCARLET-C"
+        "all_K7E6": "| all K7E6",
+        "scarlet_a": "| SCARLET-A",
+        "scarlet_b": "| SCARLET-B",
+        "scarlet_c": "| SCARLET-C",
     }
     for name, params, madds in FIGURE_ROWS:
         (row,) = [r for r in rows if r.startswith(labels[name])]
@@ -108,8 +111,20 @@ def test_tiny_network_by_hand():
     l1_project = (48 * 8 + _bn(8), 4 * 48 * 8)
     head_conv = (8 * 16 + _bn(16), 4 * 8 * 16)
     classifier = (16 * 3 + 3, 16 * 3)
-    parts = [stem, depthwise, pointwise, l0_expand, l0_dw, l0_project, l1_expand, l1_dw, l1_se, l1_project,
-             head_conv, classifier]
+    parts = [
+        stem,
+        depthwise,
+        pointwise,
+        l0_expand,
+        l0_dw,
+        l0_project,
+        l1_expand,
+        l1_dw,
+        l1_se,
+        l1_project,
+        head_conv,
+        classifier,
+    ]
     assert cost.params == sum(p for p, _ in parts)
     assert cost.params == 116 + 44 + 24 + 72 + 132 + 112 + 480 + 1296 + 1212 + 400 + 160 + 51
     assert cost.macs == sum(m for _, m in parts)
@@ -134,8 +149,15 @@ def test_tiny_identity_is_free():
 
 def test_se_squeeze_is_at_least_one_channel():
     # Expansion 2 from 1 channel: hidden 2, hidden // 4 == 0 -> the SE squeezes to 1 channel.
-    space = ScarletSpace(channels=(1,), strides=(1,), stem_channels=1, first_channels=1, head_channels=1,
-                         kernel_sizes=(3,), expand_ratios=(2,))
+    space = ScarletSpace(
+        channels=(1,),
+        strides=(1,),
+        stem_channels=1,
+        first_channels=1,
+        head_channels=1,
+        kernel_sizes=(3,),
+        expand_ratios=(2,),
+    )
     plain = count(space, ScarletArch(("K3E2",)), 1, (2, 2))
     se = count(space, ScarletArch(("K3E2+SE",)), 1, (2, 2))
     assert se.params - plain.params == (2 * 1 + 1) + (1 * 2 + 2)
@@ -222,8 +244,14 @@ def test_skip_identity_is_free_even_as_extracted():
 
 
 # Identity everywhere (the LET rule): layers 4 -> 8 -> 12 -> 12, stride 1, at 4x4 after the stem.
-WIDE = dict(channels=(8, 12, 12), strides=(1, 1, 1), stem_channels=4, first_channels=4, head_channels=16,
-            identity_everywhere=True)
+WIDE = dict(
+    channels=(8, 12, 12),
+    strides=(1, 1, 1),
+    stem_channels=4,
+    first_channels=4,
+    head_channels=16,
+    identity_everywhere=True,
+)
 WIDE_PX = 4 * 4  # every layer keeps the stem's 4x4 output (8x8 input)
 
 
@@ -459,7 +487,11 @@ def _run_binary(*flags):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.run(
         [sys.executable, "bin/cost.py", "--config=configs/scarlet.py:s2", "--input_size=224x224", *flags],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

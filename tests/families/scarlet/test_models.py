@@ -25,15 +25,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from scalenas_tf.families.scarlet.stabilizer import Stabilizer
-from scalenas_tf.families.scarlet.subnet import extract_scarlet_subnet
-from scalenas_tf.families.scarlet.supernet import ScarletSupernet
+from scalenas_tf.arch import ArchError
+from scalenas_tf.families.scarlet import cost as scarlet_cost
 from scalenas_tf.families.scarlet.space import IDENTITY
 from scalenas_tf.families.scarlet.space import ScarletArch
 from scalenas_tf.families.scarlet.space import ScarletSpace
 from scalenas_tf.families.scarlet.space import fold_plan
-from scalenas_tf.families.scarlet import cost as scarlet_cost
-from scalenas_tf.arch import ArchError
+from scalenas_tf.families.scarlet.stabilizer import Stabilizer
+from scalenas_tf.families.scarlet.subnet import extract_scarlet_subnet
+from scalenas_tf.families.scarlet.supernet import ScarletSupernet
 from tests.helpers import randomize_batch_norm
 
 NUM_CLASSES = 10
@@ -45,7 +45,11 @@ SMALL_SIZE = (32, 32)
 
 # l0 8->8 s1 (residual), l1 8->8 s1 (residual), l2 8->16 s2, l3 16->16 s1 (residual).
 TINY = dict(
-    variant="s1", channels=(8, 8, 16, 16), strides=(1, 1, 2, 1), stem_channels=8, first_channels=8,
+    variant="s1",
+    channels=(8, 8, 16, 16),
+    strides=(1, 1, 2, 1),
+    stem_channels=8,
+    first_channels=8,
     head_channels=24,
 )
 TINY_SIZE = (16, 16)
@@ -54,8 +58,13 @@ TINY_SIZE = (16, 16)
 # l5 24->32 s1 (width change, no residual), l6 32->32 s1 (res). Odd, non-square input: the max
 # poolings and strided convs see odd sizes (15x13 after the stem).
 EVERYWHERE = dict(
-    variant="s1", channels=(8, 16, 16, 16, 24, 32, 32), strides=(1, 2, 1, 1, 2, 1, 1), stem_channels=8,
-    first_channels=8, head_channels=24, identity_everywhere=True,
+    variant="s1",
+    channels=(8, 16, 16, 16, 24, 32, 32),
+    strides=(1, 2, 1, 1, 2, 1, 1),
+    stem_channels=8,
+    first_channels=8,
+    head_channels=24,
+    identity_everywhere=True,
 )
 EVERYWHERE_SIZE = (30, 26)
 
@@ -133,10 +142,12 @@ def summary(report):
 def identity_heavy(space, rng, p_identity=0.5):
     """A random arch with identity at each allowed layer w.p. `p_identity`, else a random block."""
     blocks = [b.name for b in space.block_choices]
-    return ScarletArch(tuple(
-        IDENTITY if space.identity_allowed(i) and rng.random() < p_identity else blocks[rng.integers(len(blocks))]
-        for i in range(space.num_layers)
-    ))
+    return ScarletArch(
+        tuple(
+            IDENTITY if space.identity_allowed(i) and rng.random() < p_identity else blocks[rng.integers(len(blocks))]
+            for i in range(space.num_layers)
+        )
+    )
 
 
 # === The 19-layer skeleton ===
@@ -170,7 +181,9 @@ def test_scarlet_b_keeps_els_between_residual_blocks():
     model, report = check_extraction(net, net.space.named("scarlet_b"), SMALL_SIZE, "scarlet_b (kept)")
     assert summary(report) == [((8,), False, "kept", None), ((16,), False, "kept", None)]
     for fold, layer in zip(report, (8, 16)):
-        assert fold["reason"] == f"forward: layer {layer + 1} adds a residual; backward: layer {layer - 1} adds a residual"
+        assert (
+            fold["reason"] == f"forward: layer {layer + 1} adds a residual; backward: layer {layer - 1} adds a residual"
+        )
         conv = model.get_layer(f"l{layer:02d}_els_conv")
         assert isinstance(conv, keras.layers.Conv2D)
         # The kept conv is the ELS conv itself (one layer, nothing composed).
@@ -258,7 +271,10 @@ TINY_CASES = {
     # identity in the last layer: forward into the head's 1x1 conv
     "forward into head": (("K3E3", "K5E3", "K3E6", "id"), [((3,), False, "forward", "head")]),
     # both at once
-    "stem and head": (("id", "K7E6", "K5E6", "id"), [((0,), False, "backward", "stem"), ((3,), False, "forward", "head")]),
+    "stem and head": (
+        ("id", "K7E6", "K5E6", "id"),
+        [((0,), False, "backward", "stem"), ((3,), False, "forward", "head")],
+    ),
     # two identities composed, forward into the strided block
     "chain forward into block": (("id", "id", "K3E3", "K5E6"), [((0, 1), False, "forward", 2)]),
     # identity before the strided (non-residual) block: forward into its expand conv

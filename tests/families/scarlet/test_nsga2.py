@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 
+from scalenas_tf.families.scarlet import nsga2
+from scalenas_tf.families.scarlet.nsga2 import NSGA2Settings
 from scalenas_tf.families.scarlet.space import ScarletArch
 from scalenas_tf.families.scarlet.space import ScarletSpace
 from scalenas_tf.families.scarlet.space import parse_choice
-from scalenas_tf.families.scarlet import nsga2
 from scalenas_tf.search import pareto
-from scalenas_tf.families.scarlet.nsga2 import NSGA2Settings
 from scalenas_tf.search.state import EvaluationLog
 
 SPACE = ScarletSpace()  # 19 layers, 13 choices (12 where identity is not offered)

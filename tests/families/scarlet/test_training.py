@@ -15,21 +15,23 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from scalenas_tf.families.scarlet.stabilizer import Stabilizer
-from scalenas_tf.families.scarlet.supernet import ScarletSupernet
-from scalenas_tf.families.scarlet.space import ScarletArch
-from scalenas_tf.families.scarlet.space import ScarletSpace
 from scalenas_tf.families.scalenas.space import ScaleNASSpace
-from scalenas_tf.training.bn_calibration import BatchNormCalibrator
 from scalenas_tf.families.scarlet.samplers import SinglePathSampler
 from scalenas_tf.families.scarlet.samplers import StrictFairSampler
+from scalenas_tf.families.scarlet.space import ScarletArch
+from scalenas_tf.families.scarlet.space import ScarletSpace
+from scalenas_tf.families.scarlet.stabilizer import Stabilizer
+from scalenas_tf.families.scarlet.supernet import ScarletSupernet
+from scalenas_tf.layers import common
+from scalenas_tf.training.bn_calibration import BatchNormCalibrator
 from scalenas_tf.training.sparse_update import slot_map
 from scalenas_tf.training.trainer import SupernetTrainer
-from scalenas_tf.layers import common
 from tests.helpers import randomize_batch_norm
 
 FULL = ScarletSpace()
-TINY_FIELDS = dict(variant="s1", channels=(8, 8, 16), strides=(2, 1, 1), stem_channels=8, first_channels=8, head_channels=16)
+TINY_FIELDS = dict(
+    variant="s1", channels=(8, 8, 16), strides=(2, 1, 1), stem_channels=8, first_channels=8, head_channels=16
+)
 TINY = ScarletSpace(**TINY_FIELDS)
 TINY_SKIP = ScarletSpace(identity_op="skip", **TINY_FIELDS)
 FAIR = ScarletSpace(kernel_sizes=(3,), **TINY_FIELDS)
@@ -285,8 +287,12 @@ def test_strict_fair_defaults_to_the_subnet_loop():
     assert StrictFairSampler(TINY).num_subnets == 7
     assert SupernetTrainer(ScarletSupernet(TINY, num_classes=NUM_CLASSES), sampler=StrictFairSampler(TINY)).subnet_loop
     # The default is "more than 4 subnets per step": FAIR's 3 paths stay unlooped unless asked.
-    assert not SupernetTrainer(ScarletSupernet(FAIR, num_classes=NUM_CLASSES), sampler=StrictFairSampler(FAIR)).subnet_loop
-    assert not SupernetTrainer(ScarletSupernet(TINY, num_classes=NUM_CLASSES), sampler=SinglePathSampler(TINY)).subnet_loop
+    assert not SupernetTrainer(
+        ScarletSupernet(FAIR, num_classes=NUM_CLASSES), sampler=StrictFairSampler(FAIR)
+    ).subnet_loop
+    assert not SupernetTrainer(
+        ScarletSupernet(TINY, num_classes=NUM_CLASSES), sampler=SinglePathSampler(TINY)
+    ).subnet_loop
 
 
 def strict_fair_step(space, subnet_loop, steps=1):
