@@ -36,6 +36,7 @@ def run(config, workdir: str, strategy: str = "default", verbose="auto", log=pri
     experiment.build_optimizer()  # fail on a bad field before any heavy work
     experiment.build_sampler()
     work = workdir_lib.Workdir(workdir)
+    _check_backup(work)
     dist = distribute.get_strategy(strategy)
     os.makedirs(work.root, exist_ok=True)
     workdir_lib.atomic_write_text(work.config, experiment.config_json)
@@ -136,3 +137,16 @@ def run(config, workdir: str, strategy: str = "default", verbose="auto", log=pri
     summary["workdir"] = workdir
     workdir_lib.atomic_write_json(work.train_summary, summary, indent=2)
     return summary
+
+
+def _check_backup(work: workdir_lib.Workdir) -> None:
+    """Refuses a damaged BackupAndRestore state up front, naming the file and what to delete."""
+    metadata = os.path.join(work.backup_dir, "training_metadata.json")
+    if os.path.exists(metadata):
+        try:
+            workdir_lib.read_json_object(metadata, "training backup")
+        except workdir_lib.WorkdirError as e:
+            raise ValueError(
+                f"Cannot resume: {e}. If the backup is damaged (e.g. cut short by a kill), delete {work.backup_dir} "
+                "to start training over"
+            ) from None

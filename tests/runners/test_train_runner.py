@@ -163,3 +163,12 @@ def test_config_without_train_section_is_a_clear_error(tmp_path):
 
     with pytest.raises(ValueError, match="missing the section `config.train`"):
         train_runner.run(scalenas_seg.get_config("w8"), str(tmp_path))
+
+
+def test_a_damaged_backup_says_what_to_delete(tmp_path):
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / "training_metadata.json").write_text('{"epoch')  # cut short by a kill
+    with pytest.raises(ValueError, match=f"training_metadata.json: invalid JSON.*delete {backup}"):
+        train_runner.run(shapes_seg.get_config(), str(tmp_path))
+    assert (backup / "training_metadata.json").read_text() == '{"epoch'  # nothing deleted for the user
