@@ -559,7 +559,7 @@ def _swap_in(staging: str, final: str, parent: str, base: str) -> None:
         try:
             os.rename(old, final)
         except OSError:
-            pass  # the previous content stays at `old`; clean_stale would remove it, so say where it is
+            pass  # the previous content stays at `old`; clean_stale restores it rather than removing it
         raise WorkdirError(
             f"{_show(final)}: cannot move the staged directory into place ({e.strerror or e}); "
             f"previous content restored (or left at {_show(old)})"
@@ -571,14 +571,17 @@ def _swap_in(staging: str, final: str, parent: str, base: str) -> None:
 def clean_stale(parent: Any) -> list[str]:
     """Removes leftovers of interrupted writes directly under `parent`, and nothing else.
 
-    Leftovers are `.*.staging-*` and `.*.old-*` (from `staged_dir`) and `.*.tmp-*` (from the atomic writers). Run it
-    only while no other process is writing in `parent`.
+    Leftovers are `.*.staging-*` and `.*.old-*` (from `staged_dir`) and `.*.tmp-*` (from the atomic writers). A
+    `.<name>.old-*` directory is the previous content of `<name>`: it is removed only when `<name>` exists (the swap
+    finished); when `<name>` is missing (the swap was interrupted, or failed and could not be undone) it is renamed
+    back to `<name>`; when its name may have been truncated it is left alone. Run it only while no other process is
+    writing in `parent`.
 
     Args:
         parent: the directory to clean; a missing directory is fine.
 
     Returns:
-        The paths removed.
+        The paths removed (restored directories are not listed).
 
     Raises:
         WorkdirError: if `parent` exists but cannot be listed.
@@ -595,6 +598,8 @@ def clean_stale(parent: Any) -> list[str]:
         if not any(fnmatch.fnmatchcase(name, pattern) for pattern in _STALE_PATTERNS):
             continue
         path = os.path.join(directory, name)
+        if fnmatch.fnmatchcase(name, ".*.old-*") and not _old_is_superseded(directory, name):
+            continue
         try:
             if os.path.isdir(path) and not os.path.islink(path):
                 ensure_inside(directory, path, "stale directory")
@@ -605,6 +610,24 @@ def clean_stale(parent: Any) -> list[str]:
             raise WorkdirError(f"{_show(path)}: cannot remove stale leftover ({e.strerror or e})") from e
         removed.append(path)
     return removed
+
+
+def _old_is_superseded(directory: str, name: str) -> bool:
+    """Whether `.<base>.old-*` directory `name` may go: True once `<base>` exists; restores it if `<base>` is gone."""
+    base = name[1 : name.rindex(".old-")]
+    if len(base) >= _TEMP_BASE_LIMIT:
+        return False  # the name may be truncated: the directory it belongs to is unknown, so keep it
+    final = os.path.join(directory, base)
+    if os.path.lexists(final):
+        return True
+    try:
+        os.rename(os.path.join(directory, name), final)
+    except OSError as e:
+        raise WorkdirError(
+            f"{_show(os.path.join(directory, name))}: holds the previous {base!r} and cannot be moved back "
+            f"({e.strerror or e}); rename it to {base!r} by hand"
+        ) from e
+    return False
 
 
 # --------------------------------------------------------------------------------------------------- reads

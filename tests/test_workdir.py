@@ -390,6 +390,50 @@ def test_clean_stale_removes_only_leftovers(tmp_path):
     assert workdir.clean_stale(tmp_path / "missing") == []
 
 
+def test_clean_stale_restores_previous_content_when_the_swap_left_it_aside(tmp_path):
+    # The swap moved `best` aside and then failed (or the process died) before the staged copy took its place, and
+    # moving it back failed too: the `.old-*` folder is the user's only copy and must come back, not be deleted.
+    (tmp_path / ".best.old-def456").mkdir()
+    (tmp_path / ".best.old-def456" / "weights").write_text("previous export")
+    (tmp_path / ".best.staging-abc123").mkdir()
+    removed = workdir.clean_stale(tmp_path)
+    assert [os.path.basename(p) for p in removed] == [".best.staging-abc123"]
+    assert _listing(tmp_path) == ["best"]
+    assert (tmp_path / "best" / "weights").read_text() == "previous export"
+
+
+def test_clean_stale_keeps_an_old_folder_whose_name_may_be_truncated(tmp_path):
+    long_name = "n" * 80  # staged names keep only the first 64 characters of the base
+    old = tmp_path / f".{long_name[:64]}.old-def456"
+    old.mkdir()
+    assert workdir.clean_stale(tmp_path) == []
+    assert old.is_dir()
+
+
+def test_failed_swap_then_clean_stale_loses_nothing(tmp_path, monkeypatch):
+    final = tmp_path / "best"
+    final.mkdir()
+    (final / "weights").write_text("previous export")
+    real_rename = os.rename
+    calls = []
+
+    def rename(src, dst):
+        calls.append((os.path.basename(src), os.path.basename(dst)))
+        if len(calls) >= 2:  # moving `best` aside works; moving the staged copy in and moving `best` back fail
+            raise OSError(28, "No space left on device")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(workdir.os, "rename", rename)
+    with pytest.raises(WorkdirError, match="left at"), workdir.staged_dir(final) as staging:
+        with open(os.path.join(staging, "weights"), "w") as f:
+            f.write("new export")
+    monkeypatch.setattr(workdir.os, "rename", real_rename)
+    assert not final.exists()
+    workdir.clean_stale(tmp_path)
+    assert (final / "weights").read_text() == "previous export"
+    assert _listing(tmp_path) == ["best"]
+
+
 # --------------------------------------------------------------------------------------------------- guards
 
 
