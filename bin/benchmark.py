@@ -12,6 +12,13 @@ time of the supernet's one compiled step running that arch (fed through a variab
 and of the extracted static model trained the same way (same task loss, same optimizer, Keras
 `train_on_batch` on both sides), their ratio, and the static model's first step (trace + graph
 optimization: what a retrace-per-arch trainer would pay for every new arch).
+--what=compile: what the one-time compile costs, for the train function (the trainer exactly as
+bin/train_supernet.py builds it from the config: sampler, teacher, sparse updates) and for the
+evaluator's metric function: `trace_s`, `first_step_s` (trace + graph optimization + first run),
+`steady_step_ms` (median over --repeats calls, a new subnet each), `graph_ops` (top level),
+`graph_ops_all` (including functions), `if_ops`, `case_ops`, `while_ops`, `peak_rss_mb`, and the
+1-minute load average (`os.getloadavg`) at the start and end. A static teacher is timed with
+untrained weights. Input size and batch come from the config.
 The last line is JSON. Exit codes: 0 ok; 1 bad flags or bad input.
 """
 
@@ -30,7 +37,7 @@ _INPUT_SIZE = flags.DEFINE_string("input_size", "256x256", "HEIGHTxWIDTH of the 
 _BATCH = flags.DEFINE_integer("batch", 2, "Batch size.", lower_bound=1)
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed repeats per model (best is reported).", lower_bound=1)
 _NUM_ARCHS = flags.DEFINE_integer("num_archs", 20, "Random archs run through the one traced function.", lower_bound=1)
-_WHAT = flags.DEFINE_enum("what", "forward", ["forward", "train_step"], "What to benchmark.")
+_WHAT = flags.DEFINE_enum("what", "forward", ["forward", "train_step", "compile"], "What to benchmark.")
 _PRECISION = flags.DEFINE_enum(
     "precision",
     None,
@@ -62,6 +69,8 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if _WHAT.value == "train_step":
         return _train_step_benchmark()
+    if _WHAT.value == "compile":
+        return _compile_benchmark()
     return _forward_benchmark()
 
 
@@ -221,6 +230,81 @@ def _train_step_benchmark():
     result["train_function_traces_after_feeding"] = timed.train_step_traces
     result["retrace_per_arch_step_s_median"] = round(float(np.median([r["static_first_step_s"] for r in records])), 2)
     result["peak_rss_mb"] = _peak_rss_mb()
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+def _compile_benchmark():
+    import os
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from scalenas_tf.data import pipeline
+    from scalenas_tf.evaluation.evaluator import SubnetEvaluator
+    from scalenas_tf.models.extraction import extract_subnet
+    from scalenas_tf.training import compile_stats
+
+    try:
+        experiment = _experiment()
+        train, data = experiment.require("train"), experiment.require("data")
+        experiment.build_optimizer()
+        experiment.build_sampler()
+    except ValueError as e:
+        print(f"benchmark.py: error: {e}", file=sys.stderr)
+        return 1
+    space, model = experiment.space, experiment.model
+    keras.config.set_dtype_policy(_PRECISION.value or train.precision)
+    if not train.graph_optimizations:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    keras.utils.set_random_seed(experiment.seed)
+    dataset = pipeline.make_dataset(
+        model.task,
+        "train",
+        data.batch_size,
+        model.input_size,
+        source=data.source,
+        seed=experiment.seed,
+        source_kwargs=data.source_kwargs,
+    )
+    batch = next(iter(dataset))
+    result = {
+        "space": experiment.family.name,
+        "config": {
+            "batch": int(data.batch_size),
+            "input_size": list(model.input_size),
+            "sampler": train.sampler,
+            "subnets_per_step": None,
+            "teacher": train.teacher,
+            "sparse_updates": train.sparse_updates,
+            "graph_optimizations": train.graph_optimizations,
+            "tf": tf.__version__,
+        },
+        "load_1m_start": round(os.getloadavg()[0], 2),
+    }
+
+    net = experiment.build_supernet()
+    net.build((None, None, None, 3))
+    teacher = None if train.teacher == "none" else train.teacher
+    if train.teacher == "static":
+        teacher = extract_subnet(net, space.largest(), model.input_size, name="teacher")
+    trainer = experiment.build_trainer(net, teacher)
+    trainer.compile(optimizer=experiment.build_optimizer())
+    result["config"]["subnets_per_step"] = trainer.sampler.num_subnets
+    print(f"train function: tracing ({trainer.sampler.num_subnets} subnet(s) per step, teacher {train.teacher})")
+    result["train"] = compile_stats.measure(tf.function(trainer.train_step), lambda i: (batch,), _REPEATS.value)
+    print(f"train function: {result['train']}")
+
+    rng = np.random.default_rng(experiment.seed)
+    vectors = [tf.constant(space.to_vector(space.sample(rng)), tf.int32) for _ in range(_REPEATS.value + 1)]
+    evaluator = SubnetEvaluator(net, [batch], [batch], recalibrate=False)
+    print("metric function: tracing")
+    result["metric"] = compile_stats.measure(
+        evaluator.statistic_function, lambda i: (batch[0], batch[1], vectors[i]), _REPEATS.value
+    )
+    print(f"metric function: {result['metric']}")
+    result["load_1m_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result, sort_keys=True))
     return 0
 

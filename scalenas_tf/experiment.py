@@ -319,6 +319,23 @@ class Experiment:
 
         return build_optimizer(self.require("train"))
 
+    def build_trainer(self, supernet, teacher=None):
+        """A `SupernetTrainer` for `supernet` with the `train` settings (sampler, distillation, sparse updates).
+
+        `teacher` is None, "inplace" or a keras.Model (the runner resolves `train.teacher` to one of these).
+        """
+        from scalenas_tf.training.trainer import SupernetTrainer
+
+        train = self.require("train")
+        return SupernetTrainer(
+            supernet,
+            sampler=self.build_sampler(supernet.space),
+            teacher=teacher,
+            distill_weight=train.distill_weight,
+            sparse_updates=train.sparse_updates,
+            per_replica_subnets=train.per_replica_subnets,
+        )
+
     def cost_of(self, validate: bool = False):
         """`arch -> cost` as the searches compare it (the family's `search_cost` in `search.cost_measure`)."""
         search = self.require("search")

@@ -69,6 +69,11 @@ class SubnetEvaluator:
         return metrics.batch_statistic(self.task, self.num_classes, targets, outputs)
 
     @property
+    def statistic_function(self):
+        """The traced metric function `(images, targets, arch_vector) -> statistic` (one trace for every arch)."""
+        return self._statistic
+
+    @property
     def trace_count(self) -> int:
         """Traces of the metric function so far (1 after any number of archs with same-shape batches)."""
         return int(self._statistic.experimental_get_tracing_count())

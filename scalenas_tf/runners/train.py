@@ -27,7 +27,6 @@ def run(config, workdir: str, strategy: str = "default", verbose="auto", log=pri
     from scalenas_tf.models.extraction import extract_subnet
     from scalenas_tf.models.extraction import load_subnet_weights
     from scalenas_tf.training.loop import train_loop
-    from scalenas_tf.training.trainer import SupernetTrainer
 
     experiment = Experiment.from_config(config, require=("data", "train"))
     train, data, model = experiment.train, experiment.data, experiment.model
@@ -79,14 +78,7 @@ def run(config, workdir: str, strategy: str = "default", verbose="auto", log=pri
                 teacher.load_weights(train.teacher_weights)
                 if train.init_from_teacher:
                     load_subnet_weights(supernet, teacher)
-            trainer = SupernetTrainer(
-                supernet,
-                sampler=experiment.build_sampler(space),
-                teacher=teacher,
-                distill_weight=train.distill_weight,
-                sparse_updates=train.sparse_updates,
-                per_replica_subnets=train.per_replica_subnets,
-            )
+            trainer = experiment.build_trainer(supernet, teacher)
             trainer.compile(optimizer=experiment.build_optimizer())
 
         steps, per_epoch = train.steps, train.steps_per_epoch
