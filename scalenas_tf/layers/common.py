@@ -63,6 +63,25 @@ class SupernetBatchNorm(keras.layers.BatchNormalization):
         return tf.cast(y, self.compute_dtype)
 
 
+def static_value(value):
+    """`value` as a numpy array when it is known while tracing (a Python or numpy value, an eager tensor, a
+    constant), else None. Layers branch in Python on a known arch (no `tf.cond`: a fixed arch, e.g. the in-place
+    teacher's largest, traces as a plain graph) and with `tf.cond` on an arch only known when the step runs."""
+    if isinstance(value, (bool, int, np.integer, np.bool_, np.ndarray, list, tuple)):
+        return np.asarray(value)
+    if tf.is_tensor(value):
+        return tf.get_static_value(value)
+    return None
+
+
+def gate(on, run, skip):
+    """`run()` if `on` else `skip()`: in Python when `on` is known while tracing (`static_value`), else `tf.cond`."""
+    known = static_value(on)
+    if known is not None:
+        return run() if bool(known) else skip()
+    return tf.cond(on, run, skip)
+
+
 def batch_norm(name=None):
     return SupernetBatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 

@@ -15,7 +15,8 @@ class Supernet(keras.Model):
 
     The arch is an int32 vector (`space.to_vector(arch)`), so inside a `tf.function` one trace serves
     every subnet, and only the layers the arch chooses run (`tf.cond` / `tf.switch_case` inside the
-    layers). Subclasses set `space`, `task` and `num_classes` in `__init__`, and implement:
+    layers); an arch known while tracing (`static_arch`) branches in Python and builds no conds.
+    Subclasses set `space`, `task` and `num_classes` in `__init__`, and implement:
 
     - `call(images, arch=None, training=None)`: the head's output for `arch`.
     - `gated_layers(arch)`: `(layer, on)` for every layer that only some archs run, `on` a scalar
@@ -58,6 +59,30 @@ class Supernet(keras.Model):
                 f"An arch vector has shape ({self.space.vector_size},) for this space. Received: shape={vector.shape}"
             )
         return self.check_arch(vector)
+
+    def static_arch(self, arch=None):
+        """The arch vector as a numpy int32 array when it is known while tracing, else None.
+
+        Known: `None` (the largest), an arch of the space, an int list or array, an eager or constant tensor (e.g.
+        the in-place teacher's largest arch). A known arch is validated here (`ArchError` naming the module or
+        layer and value), and the layers then branch on it in Python, so it traces as a plain graph without
+        `tf.cond`. An arch only known when the step runs (a sampled or fed tensor) gives None: use `arch_tensor`.
+        """
+        if arch is None or isinstance(arch, EncodedArch):
+            return np.asarray(self.space.to_vector(arch if arch is not None else self.space.largest()), np.int32)
+        if isinstance(arch, (dict, str)):
+            return None  # `arch_tensor` explains
+        if tf.is_tensor(arch):
+            value = tf.get_static_value(arch)
+        else:
+            try:
+                value = np.asarray(arch)
+            except (TypeError, ValueError):
+                return None
+        if value is None or value.shape != (self.space.vector_size,) or not np.issubdtype(value.dtype, np.integer):
+            return None  # unknown, or malformed: `arch_tensor` explains
+        self.space.from_vector(value)
+        return value.astype(np.int32)
 
     def check_arch(self, vector):
         """`vector`, asserted to lie inside the space (subclasses add the checks)."""

@@ -1,6 +1,7 @@
 """The searchable multi-resolution module: per-branch depth and a fusion layer after every block step."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from scalenas_tf.families.scalenas.basic_block import BasicBlock
@@ -16,7 +17,8 @@ class HRModule(keras.layers.Layer):
     For step s: each branch i with s < depth_i runs block s; then every target j becomes
     `ReLU(x_j + sum_k bit[j, s, k] * F_jsk(x_k))` (targets read the states before this fusion).
     Inside a compiled function each block and edge sits in a `tf.cond`, so one trace serves every
-    arch and only the chosen work runs.
+    arch and only the chosen work runs; an arch known while tracing (a constant, e.g. the in-place
+    teacher's largest) branches in Python instead and builds no conds.
 
     Args:
         branch_channels: tuple of ints, one per branch (W, 2W, ...).
@@ -89,7 +91,7 @@ class HRModule(keras.layers.Layer):
                 for k in range(b):
                     if k == j:
                         continue
-                    y = tf.cond(
+                    y = common.gate(
                         edge_on[j][s][k],
                         lambda y=y, e=self.edge(j, s, k), x=xs[k], hw=sizes[j]: (
                             y + e(x, target_hw=hw, training=training)
@@ -102,7 +104,7 @@ class HRModule(keras.layers.Layer):
         return xs
 
     def _gates(self, arch):
-        """Python lists of scalar bool tensors: `block_on[i][s]` and `edge_on[j][s][k]`.
+        """Python lists of scalar bool tensors (Python bools for a fixed arch): `block_on[i][s]`, `edge_on[j][s][k]`.
 
         A block runs when `s < depth_i`; an edge when its bit is set and `s < depth_j` (bits beyond
         the target's depth are 0 in a valid arch; masking them anyway makes the graph compute
@@ -110,6 +112,13 @@ class HRModule(keras.layers.Layer):
         unstacked, which keeps the traced graph small.
         """
         b, steps = self.num_branches, self.max_steps
+        known = common.static_value(arch)
+        if known is not None:  # a fixed arch: Python bools, so `call` builds no conds
+            depths = known[:b].astype(np.int64)
+            bits = known[b:].reshape(b, steps, b)
+            block_on = np.arange(steps)[None, :] < depths[:, None]
+            edge_on = np.logical_and(bits > 0, block_on[:, :, None])
+            return block_on.tolist(), edge_on.tolist()
         arch = tf.convert_to_tensor(arch, dtype=tf.int32)
         depths = arch[:b]
         bits = tf.reshape(arch[b:], (b, steps, b))
@@ -131,13 +140,13 @@ class HRModule(keras.layers.Layer):
         gated += [
             (self.edge(j, s, k), edge_on[j][s][k]) for j in range(b) for s in range(steps) for k in range(b) if k != j
         ]
-        return gated
+        return [(layer, on if tf.is_tensor(on) else tf.constant(bool(on))) for layer, on in gated]
 
     def _maybe_block(self, x, i, s, on, training):
         block = self.block(i, s)
         if s < self.depth_choices[0]:
             return block(x, training=training)
-        return tf.cond(on, lambda: block(x, training=training), lambda: x)
+        return common.gate(on, lambda: block(x, training=training), lambda: x)
 
     def extract(self, xs, module_arch):
         """Applies the chosen blocks and edges of `module_arch` (a `ModuleArch`) to KerasTensors `xs`."""

@@ -143,9 +143,11 @@ class ScaleNASSupernet(Supernet):
 
     def features(self, images, arch=None, training=None):
         """The multi-resolution features of the last module (a list, one tensor per branch)."""
-        vector = self.arch_tensor(arch)
-        with tf.control_dependencies([vector]):  # in graph, nothing (e.g. stem BN statistics) runs before the check
-            images = tf.identity(images)
+        vector = self.static_arch(arch)  # a fixed arch: the modules branch in Python
+        if vector is None:
+            vector = self.arch_tensor(arch)
+            with tf.control_dependencies([vector]):  # nothing (e.g. stem BN statistics) runs before the check
+                images = tf.identity(images)
         x = self.stem(images, training=training)
         xs, t = [x], 0
         for (stage, module, _), hr_module, (lo, hi) in zip(self.space.module_layout(), self.hr_modules, self._slices):

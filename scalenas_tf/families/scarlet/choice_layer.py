@@ -7,6 +7,7 @@ from scalenas_tf.families.scarlet.mobile_block import MobileBlock
 from scalenas_tf.families.scarlet.space import IDENTITY
 from scalenas_tf.families.scarlet.space import parse_choice
 from scalenas_tf.families.scarlet.stabilizer import Stabilizer
+from scalenas_tf.layers import common
 
 
 @keras.saving.register_keras_serializable(package="scalenas")
@@ -24,7 +25,7 @@ class ChoiceLayer(keras.layers.Layer):
 
     Call arguments:
         inputs: float tensor `(batch, h, w, in_channels)`.
-        choice: scalar int tensor, an entry of `choice_ids`.
+        choice: scalar int tensor, an entry of `choice_ids` (a constant one runs its op without conds).
         training: bool.
     """
 
@@ -81,6 +82,10 @@ class ChoiceLayer(keras.layers.Layer):
         # value through, the same per-op gating as the ScaleNAS layers. A 13-way `tf.switch_case`
         # traced no faster (first train step of the 19-layer :cpu supernet: 467 s vs 433 s here);
         # both are dominated by tracing every op and its gradient.
+        known = common.static_value(choice)
+        if known is not None:  # a fixed arch: run the chosen op, no conds
+            op = self.ops[self.choice_ids.index(int(known))]
+            return op(inputs, training=training) if op is not None else tf.identity(inputs)
         choice = tf.cast(choice, tf.int32)
         shape = tf.shape(inputs)
         s = self.strides
@@ -92,7 +97,7 @@ class ChoiceLayer(keras.layers.Layer):
 
     def gated_layers(self, choice):
         """`(op, on)` for every op with weights; `on` is true when `choice` selects it."""
-        choice = tf.cast(choice, tf.int32)
+        choice = tf.cast(tf.convert_to_tensor(choice), tf.int32)
         return [(op, tf.equal(choice, i)) for op, i in zip(self.ops, self.choice_ids) if op is not None]
 
     def get_config(self):

@@ -131,9 +131,11 @@ class ScarletSupernet(Supernet):
 
     def features(self, images, arch=None, training=None):
         """The last searchable layer's output `(batch, h/32, w/32, channels[-1])`."""
-        vector = self.arch_tensor(arch)
-        with tf.control_dependencies([vector]):  # in graph, nothing (e.g. stem BN statistics) runs before the check
-            images = tf.identity(images)
+        vector = self.static_arch(arch)  # a fixed arch: the modules branch in Python
+        if vector is None:
+            vector = self.arch_tensor(arch)
+            with tf.control_dependencies([vector]):  # nothing (e.g. stem BN statistics) runs before the check
+                images = tf.identity(images)
         x = self.stem(images, training=training)
         for i, layer in enumerate(self.choice_layers):
             x = layer(x, vector[i], training=training)
