@@ -130,3 +130,12 @@ def test_inplace_teacher_step_has_half_the_conds():
     # Without a teacher the sampled student's conds and their sparse-update conds; in place, the student's conds
     # only (its updates are dense: the largest arch runs every choice), the teacher none.
     assert 0 < counts["inplace"] < counts[None]
+
+
+def test_a_choice_layer_refuses_a_known_choice_it_does_not_offer():
+    from scalenas_tf.families.scarlet.choice_layer import ChoiceLayer
+
+    layer = ChoiceLayer(8, 8, 1, ("K3E3", "id"), (0, 12), identity_op="skip", name="l0")
+    with pytest.raises(ValueError, match=r"l0: choice id 5 is not one of this layer's \(0, 12\)"):
+        layer(np.zeros((1, 4, 4, 8), "float32"), np.int32(5))
+    np.testing.assert_array_equal(layer(np.ones((1, 4, 4, 8), "float32"), np.int32(12)), np.ones((1, 4, 4, 8)))

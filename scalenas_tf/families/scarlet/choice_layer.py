@@ -84,6 +84,8 @@ class ChoiceLayer(keras.layers.Layer):
         # both are dominated by tracing every op and its gradient.
         known = common.static_value(choice)
         if known is not None:  # a fixed arch: run the chosen op, no conds
+            if int(known) not in self.choice_ids:
+                raise ValueError(f"{self.name}: choice id {int(known)} is not one of this layer's {self.choice_ids}")
             op = self.ops[self.choice_ids.index(int(known))]
             return op(inputs, training=training) if op is not None else tf.identity(inputs)
         choice = tf.cast(choice, tf.int32)
