@@ -81,9 +81,26 @@ def _experiment():
 
 
 def _peak_rss_mb():
-    import resource
+    from scalenas_tf.training.compile_stats import peak_rss_mb
 
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return peak_rss_mb()
+
+
+def _train_dataset(experiment):
+    """The config's training pipeline (batched, repeating)."""
+    from scalenas_tf.data import pipeline
+
+    data, model = experiment.data, experiment.model
+    dataset = pipeline.make_dataset(
+        model.task,
+        "train",
+        data.batch_size,
+        model.input_size,
+        source=data.source,
+        seed=experiment.seed,
+        source_kwargs=data.source_kwargs,
+    )
+    return dataset
 
 
 def _forward_benchmark():
@@ -145,7 +162,6 @@ def _train_step_benchmark():
     import keras
     import numpy as np
 
-    from scalenas_tf.data import pipeline
     from scalenas_tf.models.extraction import extract_subnet
     from scalenas_tf.training import losses
     from scalenas_tf.training.sampler import FeedSampler
@@ -163,9 +179,7 @@ def _train_step_benchmark():
     precision = _PRECISION.value or train.precision
     keras.config.set_dtype_policy(precision)
     keras.utils.set_random_seed(experiment.seed)
-    dataset = pipeline.make_dataset(
-        task, "train", data.batch_size, size, source=data.source, seed=experiment.seed, source_kwargs=data.source_kwargs
-    )
+    dataset = _train_dataset(experiment)
     images, targets = next(iter(dataset))
     task_loss = losses.task_loss(task)
     result = {
@@ -241,7 +255,6 @@ def _compile_benchmark():
     import numpy as np
     import tensorflow as tf
 
-    from scalenas_tf.data import pipeline
     from scalenas_tf.evaluation.evaluator import SubnetEvaluator
     from scalenas_tf.models.extraction import extract_subnet
     from scalenas_tf.training import compile_stats
@@ -259,16 +272,7 @@ def _compile_benchmark():
     if not train.graph_optimizations:
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     keras.utils.set_random_seed(experiment.seed)
-    dataset = pipeline.make_dataset(
-        model.task,
-        "train",
-        data.batch_size,
-        model.input_size,
-        source=data.source,
-        seed=experiment.seed,
-        source_kwargs=data.source_kwargs,
-    )
-    batch = next(iter(dataset))
+    batch = next(iter(_train_dataset(experiment)))
     result = {
         "space": experiment.family.name,
         "config": {

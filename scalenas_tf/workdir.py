@@ -558,11 +558,11 @@ def _swap_in(staging: str, final: str, parent: str, base: str) -> None:
     except OSError as e:
         try:
             os.rename(old, final)
+            where = "previous content restored"
         except OSError:
-            pass  # the previous content stays at `old`; clean_stale restores it rather than removing it
+            where = f"previous content left at {_show(old)} (the next clean_stale moves it back)"
         raise WorkdirError(
-            f"{_show(final)}: cannot move the staged directory into place ({e.strerror or e}); "
-            f"previous content restored (or left at {_show(old)})"
+            f"{_show(final)}: cannot move the staged directory into place ({e.strerror or e}); {where}"
         ) from e
     ensure_inside(parent, old, "previous directory")
     shutil.rmtree(old, ignore_errors=True)  # a leftover is harmless; clean_stale removes it next time

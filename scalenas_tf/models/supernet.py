@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from scalenas_tf.arch import ArchError
 from scalenas_tf.arch import EncodedArch
+from scalenas_tf.layers import common
 
 
 class Supernet(keras.Model):
@@ -72,13 +73,10 @@ class Supernet(keras.Model):
             return np.asarray(self.space.to_vector(arch if arch is not None else self.space.largest()), np.int32)
         if isinstance(arch, (dict, str)):
             return None  # `arch_tensor` explains
-        if tf.is_tensor(arch):
-            value = tf.get_static_value(arch)
-        else:
-            try:
-                value = np.asarray(arch)
-            except (TypeError, ValueError):
-                return None
+        try:
+            value = common.static_value(arch)
+        except (TypeError, ValueError):
+            return None
         if value is None or value.shape != (self.space.vector_size,) or not np.issubdtype(value.dtype, np.integer):
             return None  # unknown, or malformed: `arch_tensor` explains
         self.space.from_vector(value)
