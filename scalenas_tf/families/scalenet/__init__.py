@@ -1,0 +1,1 @@
+"""ScaleNet: base models x scaling strategies (depth, width, resolution per scaling stage)."""
