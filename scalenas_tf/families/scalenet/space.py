@@ -678,6 +678,86 @@ class ScaleNetSpace:
         px = self.resolutions[j][rng.integers(len(self.resolutions[j]))]
         return ScaleNetArch(self.sample_base(rng), float(d), float(w), int(px))
 
+    # === Flat integer vector (the supernet's arch tensor) ===
+
+    @property
+    def depth_values(self) -> tuple[float, ...]:
+        """Every depth multiplier of the scaling stages, sorted (a vector holds an index into it)."""
+        return tuple(sorted({m for v in self.depth_multipliers for m in v}))
+
+    @property
+    def width_values(self) -> tuple[float, ...]:
+        return tuple(sorted({m for v in self.width_multipliers for m in v}))
+
+    @property
+    def resolution_values(self) -> tuple[int, ...]:
+        return tuple(sorted({px for v in self.resolutions for px in v}))
+
+    @property
+    def choice_names(self) -> tuple[str, ...]:
+        """Every choice of the space (stage 1's, then the others'); a base slot's entry indexes this tuple."""
+        return tuple(dict.fromkeys(self._first + self._other))
+
+    @property
+    def vector_size(self) -> int:
+        return NUM_STAGES + sum(self.max_blocks) + 3
+
+    def to_vector(self, arch: ScaleNetArch) -> np.ndarray:
+        """Int32 vector: blocks per stage (7), one choice index per base slot (`sum(max_blocks)`, unused
+        slots 0), then the indices of d, w and px in `depth_values`, `width_values`, `resolution_values`.
+
+        Only strategies of the scaling stages' lists have a vector (a generalized stage is not trained)."""
+        self.validate(arch)
+        names = self.choice_names
+        counts, slots = [], []
+        for i, stage in enumerate(arch.base):
+            counts.append(len(stage))
+            slots.extend([names.index(n) for n in stage] + [0] * (self.max_blocks[i] - len(stage)))
+        strategy = []
+        for key, values in (
+            ("depth", self.depth_values),
+            ("width", self.width_values),
+            ("resolution", self.resolution_values),
+        ):
+            value = getattr(arch, key)
+            if value not in values:
+                raise ArchError(
+                    f"{key}={value!r} is not in the space's scaling-stage lists {list(values)}: only trained strategies "
+                    "have an arch vector"
+                )
+            strategy.append(values.index(value))
+        return np.asarray(counts + slots + strategy, dtype=np.int32)
+
+    def from_vector(self, vector) -> ScaleNetArch:
+        vector = np.asarray(vector).astype(np.int64).reshape(-1)
+        if vector.size != self.vector_size:
+            raise ArchError(f"Arch vector must have {self.vector_size} entries. Received: {vector.size}")
+        names = self.choice_names
+        base, offset = [], NUM_STAGES
+        for i in range(NUM_STAGES):
+            n = int(vector[i])
+            if not self.min_blocks[i] <= n <= self.max_blocks[i]:
+                raise ArchError(
+                    f"Arch vector entry {i} (blocks of stage {i + 1}) = {n}; this space allows "
+                    f"{self.min_blocks[i]}..{self.max_blocks[i]}"
+                )
+            ids = vector[offset : offset + n]
+            if ids.min() < 0 or ids.max() >= len(names):
+                raise ArchError(f"Arch vector: stage {i + 1} choice ids must be in [0, {len(names)}). Received: {ids}")
+            base.append(tuple(names[k] for k in ids))
+            offset += self.max_blocks[i]
+        strategy = []
+        for k, (key, values) in enumerate(
+            (("depth", self.depth_values), ("width", self.width_values), ("resolution", self.resolution_values))
+        ):
+            index = int(vector[offset + k])
+            if not 0 <= index < len(values):
+                raise ArchError(f"Arch vector: the {key} index must be in [0, {len(values)}). Received: {index}")
+            strategy.append(values[index])
+        arch = ScaleNetArch(tuple(base), float(strategy[0]), float(strategy[1]), int(strategy[2]))
+        self.validate(arch)
+        return arch
+
     # === Files and display ===
 
     def arch_from_dict(self, data: Any) -> ScaleNetArch:

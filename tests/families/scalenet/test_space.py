@@ -255,3 +255,33 @@ def test_largest_smallest_and_sampling_stay_in_the_space():
     for _ in range(50):
         arch = SPACE.sample(rng, stage=2)
         assert SPACE.stage_of(arch) == 2 and SPACE.is_valid(arch)
+
+
+def test_vector_round_trip():
+    rng = np.random.default_rng(2)
+    paper = ScaleNetSpace(choices="paper")
+    for space in (SPACE, paper):
+        assert space.vector_size == 7 + 22 + 3
+        for _ in range(30):
+            arch = space.sample(rng)
+            vector = space.to_vector(arch)
+            assert vector.dtype == np.int32 and space.from_vector(vector) == arch
+    assert SPACE.choice_names == ("K3E1+SE", "K5E1+SE", "K7E1+SE", "K3E6+SE", "K5E6+SE", "K7E6+SE")
+    assert len(SPACE.depth_values) == 1 + 4 + 5 + 7 and SPACE.resolution_values[-1] == 354
+    with pytest.raises(ArchError, match=r"depth=1.653 is not in the space's scaling-stage lists"):
+        SPACE.to_vector(SPACE.named("scalenet_s4"))
+    vector = SPACE.to_vector(SPACE.named("scalenet_s1"))
+    bad = vector.copy()
+    bad[2] = 5
+    with pytest.raises(ArchError, match=r"entry 2 \(blocks of stage 3\) = 5; this space allows 1..4"):
+        SPACE.from_vector(bad)
+    bad = vector.copy()
+    bad[-1] = 99
+    with pytest.raises(ArchError, match=r"the resolution index must be in \[0, 9\). Received: 99"):
+        SPACE.from_vector(bad)
+    bad = vector.copy()
+    bad[7] = 4  # stage 1's slot given a stage-2..7 choice (K5E6+SE)
+    with pytest.raises(ArchError, match=r"stage 1 block 1 .*'K5E6\+SE': not a choice"):
+        SPACE.from_vector(bad)
+    with pytest.raises(ArchError, match="must have 32 entries"):
+        SPACE.from_vector(vector[:-1])
