@@ -7,6 +7,12 @@ Variants:
   :released        the retrained ScaleNet-S0..S5 as published: SE bottleneck = block input // 4.
   :efficientnet_b0 EfficientNet-B0's skeleton (24 / 112 channels), swish, SE from the block input
                    with a sigmoid gate: efficientnet_b0 and EfficientNet-S1..S5 are points of it.
+  :cpu             the official space with quartered widths, at most 2 blocks per stage and a 32 px
+                   base on the embedded shapes data: train -> search (MCEA) -> export in minutes.
+
+  python bin/train_supernet.py --config=configs/scalenet.py:cpu --workdir=saved_models/scalenet_cpu
+  python bin/search.py --config=configs/scalenet.py:cpu --workdir=saved_models/scalenet_cpu
+  python bin/export.py --config=configs/scalenet.py:cpu --workdir=saved_models/scalenet_cpu
 
   python bin/cost.py --config=configs/scalenet.py:released --arch=scalenet_s3
   python bin/cost.py --config=configs/scalenet.py:efficientnet_b0 --arch=efficientnet_b0
@@ -22,7 +28,7 @@ See ../shared/reference/scalenet.md for the sources of every rule and the conven
 
 import ml_collections
 
-VARIANTS = ("official", "paper", "released", "efficientnet_b0")
+VARIANTS = ("official", "paper", "released", "efficientnet_b0", "cpu")
 
 
 def get_config(arg=None):
@@ -66,6 +72,51 @@ def get_config(arg=None):
         f0=None,
     )
     config.model = dict(task="cls", num_classes=1000, input_size=(224, 224))
+    # ImageNet super-supernet training as the official code: SGD (Nesterov) 0.12, cosine, warmup,
+    # weight decay 4e-5, HSS, no distillation (label smoothing 0.1 is the classification loss).
+    config.data = dict(source="imagenet2012", batch_size=256, train_examples=None, validation_examples=None)
+    config.train = dict(
+        steps=750_000,
+        steps_per_epoch=5000,
+        optimizer="sgd",
+        learning_rate=0.12,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=4e-5,
+        warmup_steps=3750,
+        sampler="hss",
+        sampler_kwargs=dict(),
+        teacher="none",
+        teacher_weights="",
+        init_from_teacher=False,
+        distill_weight=0.0,
+        sparse_updates=True,
+        per_replica_subnets=False,
+        precision="float32",
+        graph_optimizations=True,
+    )
+    # MCEA as the paper: T = 8 rounds, P = 50, N = 40, 20 initial bases, tolerances 25M / 50M x 2^j.
+    config.search = dict(
+        methods=("mcea",),
+        iterations=8,
+        population=50,
+        generations=40,
+        initial_bases=20,
+        f0=None,
+        budget_samples=10_000,
+        budget_step=0.05,
+        base_tolerance=0.025,
+        stage_tolerance=0.05,
+        generalization="linear",
+        generalize_to=2,
+        seed=0,
+        calibration_batches=20,
+        calibration_batch_size=64,
+        validation_examples=10_000,
+        batch_size=250,
+        recalibrate=True,
+    )
+    config.export = dict(arch="", budget=None, name="", tflite=True, isolated_check=True, parity_atol=1e-4)
     if name == "released":
         config.search_space.se_squeeze = "input"
     if name == "efficientnet_b0":
@@ -76,4 +127,54 @@ def get_config(arg=None):
             se_activation="swish",
             se_gate="sigmoid",
         )
+    if name == "cpu":
+        _cpu(config)
     return config
+
+
+def _cpu(config):
+    """32 px shapes classification: widths quartered, at most 2 blocks per stage (4 depth slots),
+    the official scaling lists, resolutions ceil(32 r) for the official multipliers."""
+    config.search_space.update(
+        stem_channels=8,
+        stage_channels=(8, 8, 16, 16, 24, 32, 48),
+        max_blocks=(1, 2, 2, 2, 2, 2, 1),
+        head_channels=128,
+        resolutions=((32,), (32, 35, 37), (39, 42, 44), (46, 48, 51)),
+        base_resolution=32,
+    )
+    config.model = dict(task="cls", num_classes=4, input_size=(32, 32))
+    config.data = dict(
+        source="shapes",
+        source_kwargs=dict(min_size=0.5, max_objects=1),
+        batch_size=32,
+        train_examples=8192,
+        validation_examples=512,
+    )
+    config.train.update(
+        steps=600,
+        steps_per_epoch=200,
+        optimizer="adam",
+        learning_rate=0.003,
+        nesterov=False,
+        weight_decay=0.0,
+        warmup_steps=30,
+    )
+    # Budgets in GMACs at this size (random bases: 0.42M-2.5M MACs, mean 0.73M): f0 from 2,000 random
+    # bases to the nearest 0.1M, bases within 0.2M of it, strategies within 0.5M x 2^j.
+    config.search.update(
+        methods=("mcea", "random"),
+        iterations=2,
+        population=6,
+        generations=2,
+        initial_bases=2,
+        budget_samples=2000,
+        budget_step=0.0001,
+        base_tolerance=0.0002,
+        stage_tolerance=0.0005,
+        budget=150,
+        calibration_batches=2,
+        calibration_batch_size=64,
+        validation_examples=256,
+        batch_size=128,
+    )

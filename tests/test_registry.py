@@ -20,15 +20,41 @@ SMALL = {
     "scarlet": dict(
         variant="s1", channels=(8, 8, 16), strides=(2, 1, 2), stem_channels=8, first_channels=8, head_channels=16
     ),
+    "scalenet": dict(
+        stem_channels=4,
+        stage_channels=(4, 4, 8, 8, 8, 12, 12),
+        max_blocks=(1, 2, 2, 1, 1, 1, 1),
+        head_channels=16,
+        depth_multipliers=((1.0,), (1.5,), (2.0,)),
+        width_multipliers=((1.0,), (1.5,), (2.0,)),
+        resolutions=((32,), (36,), (40,)),
+        resolution_multipliers=((1.0,), (1.125,), (1.25,)),
+        base_resolution=32,
+    ),
 }
-TASKS = {"scalenas": "seg", "scarlet": "cls"}
+TASKS = {"scalenas": "seg", "scarlet": "cls", "scalenet": "cls"}
+SEARCH_SETTINGS = {
+    "scalenas": {"budget": 6},
+    "scarlet": {"generations": 1, "num_outputs": 2},
+    # f0 and tolerances sized to this space's costs (GMACs): every base and strategy is feasible.
+    "scalenet": {
+        "iterations": 1,
+        "generations": 1,
+        "initial_bases": 2,
+        "f0": 0.001,
+        "base_tolerance": 1.0,
+        "stage_tolerance": 1.0,
+        "budget": 12,
+    },
+}
 
 
 def test_names_and_lookup():
-    assert registry.names() == ("scalenas", "scarlet")
+    assert registry.names() == ("scalenas", "scarlet", "scalenet")
     assert registry.get("scarlet").space_class is ScarletSpace
     with pytest.raises(
-        ValueError, match=r"config.search_space.type must be one of \['scalenas', 'scarlet'\]. Received: 'nope'"
+        ValueError,
+        match=r"config.search_space.type must be one of \['scalenas', 'scarlet', 'scalenet'\]. Received: 'nope'",
     ):
         registry.get("nope")
     assert registry.family_of(ScaleNASSpace(width=8)).name == "scalenas"
@@ -44,7 +70,7 @@ def test_a_second_family_of_the_same_name_is_refused():
         registry.register(clone)
 
 
-@pytest.mark.parametrize("name", ["scalenas", "scarlet"])
+@pytest.mark.parametrize("name", ["scalenas", "scarlet", "scalenet"])
 def test_every_family_provides_what_generic_code_asks_for(name):
     family = registry.get(name)
     space = family.build_space(SMALL[name])
@@ -70,9 +96,7 @@ def test_every_family_provides_what_generic_code_asks_for(name):
     arch, summary = family.cost_report(family, space, task, 4, (32, 32), arch="largest")
     assert summary["arch_hash"] == arch.hash() and "params" in family.format_cost(summary)
     # Searches and their settings: every method runs on a synthetic metric and respects the budget.
-    settings = family.settings(
-        {"population": 4, "seed": 1, **({"budget": 6} if name == "scalenas" else {"generations": 1, "num_outputs": 2})}
-    )
+    settings = family.settings({"population": 4, "seed": 1, **SEARCH_SETTINGS[name]})
     rng = np.random.default_rng(0)
     scores = {}
 
@@ -90,7 +114,7 @@ def test_every_family_provides_what_generic_code_asks_for(name):
         family.search("grid")
 
 
-@pytest.mark.parametrize("name", ["scalenas", "scarlet"])
+@pytest.mark.parametrize("name", ["scalenas", "scarlet", "scalenet"])
 def test_every_sampler_name_builds_and_draws_archs_of_the_space(name):
     family = registry.get(name)
     space = family.build_space(SMALL[name])

@@ -154,6 +154,46 @@ LAYER_CASES: dict[str, list[Case]] = {
             lambda r: ((_normal(r, 2, 8, 8, 8), np.int32(0)), {}),
         ),
     ],
+    "ElasticBatchNorm": [
+        Case(dict(channels=6, name="ebn"), lambda r: ((_normal(r, 2, 4, 4, 4),), {})),  # 4 of 6 channels
+    ],
+    "ElasticConv": [
+        Case(
+            dict(in_channels=6, filters=8, kernel_size=3, strides=2, name="econv"),
+            lambda r: ((_normal(r, 2, 9, 9, 5),), dict(out_channels=np.int32(7))),
+        ),
+    ],
+    "ElasticMBConv": [
+        Case(
+            dict(
+                in_channels=8,
+                out_channels=8,
+                hidden=48,
+                squeeze=12,
+                kernel_size=5,
+                expand=6,
+                use_se=True,
+                residual=True,
+                name="emb_se",
+            ),
+            lambda r: ((_normal(r, 2, 6, 6, 6), np.int32(6), np.int32(36), np.int32(9)), {}),
+        ),
+        Case(
+            dict(
+                in_channels=8,
+                out_channels=8,
+                hidden=8,
+                squeeze=0,
+                kernel_size=3,
+                expand=1,
+                use_se=False,
+                strides=2,
+                activation="swish",
+                name="emb_e1",
+            ),
+            lambda r: ((_normal(r, 2, 7, 7, 8), np.int32(5), np.int32(8), np.int32(0)), {}),
+        ),
+    ],
 }
 
 # Small spaces per family (and the input size their supernets get).
@@ -170,6 +210,20 @@ FAMILY_SPACES: dict[str, tuple[dict[str, Any], tuple[int, int]]] = {
             stem_channels=8,
             first_channels=8,
             head_channels=24,
+        ),
+        (16, 16),
+    ),
+    "scalenet": (
+        dict(
+            stem_channels=4,
+            stage_channels=(4, 4, 8, 8, 8, 12, 12),
+            max_blocks=(1, 2, 1, 1, 1, 1, 1),
+            head_channels=16,
+            depth_multipliers=((1.0,), (1.5,)),
+            width_multipliers=((1.0,), (1.5,)),
+            resolutions=((16,), (20,)),
+            resolution_multipliers=((1.0,), (1.25,)),
+            base_resolution=16,
         ),
         (16, 16),
     ),

@@ -25,6 +25,11 @@ class Supernet(keras.Model):
       it, in graph, for any arch tensor.
     - `check_arch(vector)`: the vector, with an in-graph assertion that it lies inside the space
       (the message names the module or layer and the bad value).
+    - optionally `channel_masks(arch)`: `(variable, mask)` for weights an arch uses only in part
+      (elastic width: the leading channels of a max-capacity weight), `mask` a bool tensor
+      broadcastable to the variable, false where the arch does not read it (and wherever its layer
+      is gated off). Sparse updates leave the false entries, and their optimizer slots, untouched;
+      BN recalibration leaves the false moving statistics untouched. Default: none.
 
     `arch_tensor(arch)` turns `None` (the largest arch), an encoded arch of the space, or an int
     array/tensor into the checked int32 vector.
@@ -88,3 +93,7 @@ class Supernet(keras.Model):
 
     def gated_layers(self, arch=None):
         raise NotImplementedError(f"{type(self).__name__} must implement gated_layers(arch)")
+
+    def channel_masks(self, arch=None):
+        """`(variable, bool mask)` for weights `arch` uses in part; none unless a family slices weights."""
+        return []

@@ -22,6 +22,7 @@ def run(
     extract: bool = False,
     allow_pickle: bool = False,
     as_extracted: bool = False,
+    budget_samples: int = 0,
 ) -> dict:
     """Counts the arch's cost; with `extract`, also builds the extracted Keras model and counts its params.
 
@@ -35,6 +36,8 @@ def run(
         allow_pickle: ScaleNAS: allow a pickled `.npy` official mask.
         as_extracted: SCARLET: count the extracted model (ELS folds applied, kept ELS convs counted)
             instead of the papers' model (identity as a plain skip).
+        budget_samples: ScaleNet: also estimate the FLOPs budgets from this many random base paths
+            (`budget` in the summary: mean MACs, f0 and 2^j f0 per scaling stage).
 
     Returns:
         A summary dict: `arch`, `arch_hash`, `task` and the family's cost fields. With `extract`:
@@ -47,7 +50,12 @@ def run(
     experiment = Experiment.from_config(config)
     family, space, model = experiment.family, experiment.space, experiment.model
     size = parse_input_size(model.input_size if input_size is None else input_size)
-    given = {"official_mask": official_mask, "allow_pickle": allow_pickle, "as_extracted": as_extracted}
+    given = {
+        "official_mask": official_mask,
+        "allow_pickle": allow_pickle,
+        "as_extracted": as_extracted,
+        "budget_samples": budget_samples,
+    }
     options = {k: v for k, v in given.items() if v}
     for option in options:
         if option not in family.cost_options:
@@ -55,6 +63,8 @@ def run(
                 f"`{option}` does not apply to a {family.name} config; "
                 f"its options: {list(family.cost_options) or 'none'}"
             )
+    if "input_size_given" in family.cost_options:  # a family whose archs carry their own resolution
+        options["input_size_given"] = input_size is not None
     chosen, summary = family.cost_report(family, space, model.task, model.num_classes, size, arch=arch, **options)
     if extract:
         from scalenas_tf.models.extraction import extract_subnet  # TensorFlow only when asked for

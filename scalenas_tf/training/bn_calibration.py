@@ -67,10 +67,15 @@ class BatchNormCalibrator:
         if used == 0:
             raise ValueError("BN recalibration got no batches: `dataset` is empty")
         skipped = self._norms_not_run(vector)
+        # Elastic width: channels the arch does not read keep their statistics bit-exactly.
+        masks = {id(v): m for v, m in self.supernet.channel_masks(vector)}
         for norm, (mean_sum, var_sum) in zip(self.norms, self._sums):
             if id(norm) not in skipped:
-                norm.moving_mean.assign(mean_sum / used)
-                norm.moving_variance.assign(var_sum / used)
+                for stat, total in ((norm.moving_mean, mean_sum), (norm.moving_variance, var_sum)):
+                    value = total / used
+                    if id(stat) in masks:
+                        value = tf.where(masks[id(stat)], value, stat)
+                    stat.assign(value)
         return used
 
     def _norms_not_run(self, vector):

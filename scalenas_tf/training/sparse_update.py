@@ -48,7 +48,7 @@ def slot_map(optimizer, variables):
     return slots
 
 
-def apply_gradients(optimizer, grads, variables, gated_layers, sparse=True):
+def apply_gradients(optimizer, grads, variables, gated_layers, sparse=True, masks=()):
     """Applies `grads` with `optimizer`; with `sparse`, variables of layers whose gate is off stay put.
 
     Args:
@@ -56,14 +56,42 @@ def apply_gradients(optimizer, grads, variables, gated_layers, sparse=True):
         grads, variables: lists of the same length (the trainable variables).
         gated_layers: list of `(layer, on)`: `on` a scalar bool tensor, true if this step ran `layer`.
         sparse: bool. `False` is the dense update of the PyTorch 1.x reference code.
+        masks: `(variable, mask)` for variables this step used in part (elastic width): entries where
+            the bool `mask` (broadcastable to the variable) is false keep their value and optimizer
+            slots bit-exactly (snapshotted before the update, restored after it).
     """
     if not sparse:
-        gated_layers = []
+        gated_layers, masks = [], ()
     if any(g is None for g in grads):  # a variable the loss does not reach: Keras skips it too
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
         grads, variables = [g for g, _ in pairs], [v for _, v in pairs]
-    if _fast_path_ok(optimizer, variables):
-        _apply_fast(optimizer, grads, variables, gated_layers)
+    fast = _fast_path_ok(optimizer, variables)
+    if masks and not (fast and _masks_inline(optimizer, variables)):
+        masked = _masked_targets(optimizer, variables, masks)
+        olds = [tf.identity(_tf_variable(v).read_value()) for v, _ in masked]
+        with tf.control_dependencies(olds):
+            _apply(optimizer, grads, variables, gated_layers, fast, {})
+        _restore_where_off([_tf_variable(v) for v, _ in masked], olds, [m for _, m in masked])
+    else:
+        _apply(optimizer, grads, variables, gated_layers, fast, {id(v): m for v, m in masks})
+
+
+def _masks_inline(optimizer, variables):
+    """Whether the fast path applies channel masks inside the update (Adam/AdamW on float32 weights)."""
+    return _is_plain_adam(optimizer) and all(v.dtype == "float32" for v in variables)
+
+
+def _masked_targets(optimizer, variables, masks):
+    """`(variable or slot, mask)` for every masked trainable variable and each of its optimizer slots."""
+    trainable = {id(v) for v in variables}
+    chosen = [(v, m) for v, m in masks if id(v) in trainable]
+    slots = slot_map(optimizer, [v for v, _ in chosen])
+    return [(target, m) for v, m in chosen for target in [v] + slots[id(v)]]
+
+
+def _apply(optimizer, grads, variables, gated_layers, fast, masks):
+    if fast:
+        _apply_fast(optimizer, grads, variables, gated_layers, masks)
     elif not gated_layers:
         optimizer.apply(grads, variables)
     else:
@@ -80,8 +108,9 @@ def _fast_path_ok(optimizer, variables):
     )
 
 
-def _apply_fast(optimizer, grads, variables, gated_layers):
+def _apply_fast(optimizer, grads, variables, gated_layers, masks):
     index = {id(v): i for i, v in enumerate(variables)}
+    float_masks = [None if id(v) not in masks else tf.cast(masks[id(v)], v.dtype) for v in variables]
     gated_ids, groups = set(), []
     for layer, on in gated_layers:
         ids = [index[id(v)] for v in layer.trainable_variables if id(v) in index]
@@ -101,15 +130,21 @@ def _apply_fast(optimizer, grads, variables, gated_layers):
 
         update_step = _update_step(optimizer, learning_rate)
 
-        def update(strategy, grads, ons):
-            def decay_and_step(var, grad, lr):
+        def update(strategy, grads, ons, float_masks):
+            def decay_and_step(var, grad, lr, mask=None):
                 if optimizer.weight_decay is not None and optimizer._use_weight_decay(var):
-                    var.assign_sub(var * tf.cast(optimizer.weight_decay, var.dtype) * tf.cast(lr, var.dtype))
-                return update_step(grad, var, lr)
+                    decay = var * tf.cast(optimizer.weight_decay, var.dtype) * tf.cast(lr, var.dtype)
+                    var.assign_sub(decay if mask is None else mask * decay)
+                if mask is None:
+                    return update_step(grad, var, lr)
+                return update_step(grad, var, lr, mask)
 
             def update_group(ids):
                 for i in ids:
-                    strategy.extended.update(tf_vars[i], decay_and_step, args=(grads[i], learning_rate), group=False)
+                    args = (grads[i], learning_rate)
+                    if float_masks[i] is not None:
+                        args += (strategy.experimental_local_results(float_masks[i])[0],)
+                    strategy.extended.update(tf_vars[i], decay_and_step, args=args, group=False)
                 return tf.constant(True)
 
             update_group(groups[0][0])
@@ -117,7 +152,7 @@ def _apply_fast(optimizer, grads, variables, gated_layers):
                 on = strategy.experimental_local_results(on)[0]
                 tf.cond(on, lambda ids=ids: update_group(ids), lambda: tf.constant(False))
 
-        _merge(update, grads, ons)
+        _merge(update, grads, ons, float_masks)
     optimizer.iterations.assign_add(1)
 
 
@@ -130,7 +165,7 @@ def _update_step(optimizer, learning_rate):
     op, on the tensors: the weights follow the same trajectory bit for bit (tested). Other optimizers, and Adam
     with `amsgrad` or float16 variables, use their own `update_step`.
     """
-    if type(optimizer) not in (keras.optimizers.Adam, keras.optimizers.AdamW) or optimizer.amsgrad:
+    if not _is_plain_adam(optimizer):
         return optimizer.update_step
     ops = keras.ops
     lr = ops.cast(learning_rate, "float32")
@@ -139,17 +174,28 @@ def _update_step(optimizer, learning_rate):
     beta_2_power = ops.power(ops.cast(optimizer.beta_2, "float32"), local_step)
     alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
 
-    def adam_step(gradient, variable, learning_rate):
+    def adam_step(gradient, variable, learning_rate, mask=None):
+        """`mask` (0/1 floats): entries at 0 keep weight and moments exactly (x + 0 * d == x); at 1
+        the update is Keras's bit for bit (1 * d == d)."""
         if variable.dtype != tf.float32:
             return optimizer.update_step(gradient, variable, learning_rate)
         gradient = ops.cast(gradient, variable.dtype)
         index = optimizer._get_variable_index(variable)
         m, v = optimizer._momentums[index], optimizer._velocities[index]
-        optimizer.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - optimizer.beta_1))
-        optimizer.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - optimizer.beta_2))
-        optimizer.assign_sub(variable, ops.divide(ops.multiply(m, alpha), ops.add(ops.sqrt(v), optimizer.epsilon)))
+
+        def masked(delta):
+            return delta if mask is None else ops.multiply(mask, delta)
+
+        optimizer.assign_add(m, masked(ops.multiply(ops.subtract(gradient, m), 1 - optimizer.beta_1)))
+        optimizer.assign_add(v, masked(ops.multiply(ops.subtract(ops.square(gradient), v), 1 - optimizer.beta_2)))
+        step = ops.divide(ops.multiply(m, alpha), ops.add(ops.sqrt(v), optimizer.epsilon))
+        optimizer.assign_sub(variable, masked(step))
 
     return adam_step
+
+
+def _is_plain_adam(optimizer):
+    return type(optimizer) in (keras.optimizers.Adam, keras.optimizers.AdamW) and not optimizer.amsgrad
 
 
 def _merge(fn, *args):

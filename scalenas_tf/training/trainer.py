@@ -184,7 +184,12 @@ class SupernetTrainer(keras.Model):
                 scaled = self._scaled(total)
             grads = tape.gradient(scaled, variables)
         sparse_update.apply_gradients(
-            self.optimizer, grads, variables, self._gated_layers(vectors), sparse=self.sparse_updates
+            self.optimizer,
+            grads,
+            variables,
+            self._gated_layers(vectors),
+            sparse=self.sparse_updates,
+            masks=self._channel_masks(vectors),
         )
         self.loss_tracker.update_state(total)
         self.task_loss_tracker.update_state(task_sum)
@@ -251,6 +256,24 @@ class SupernetTrainer(keras.Model):
             if context is not None and context.num_replicas_in_sync > 1:
                 ons = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(ons, tf.int32)) > 0
         return [(layer, ons[i]) for i, layer in enumerate(layers)]
+
+    def _channel_masks(self, vectors):
+        """`(variable, mask)`: the entries any subnet of this step (on any replica) read (elastic widths)."""
+        if self.inplace or not self.sparse_updates:
+            return []  # in-place: the largest subnet reads every channel; dense: no masks needed
+        per_subnet = [self.supernet.channel_masks(vectors[i]) for i in range(self.sampler.num_subnets)]
+        if not per_subnet[0]:
+            return []
+        combined = []
+        for k, (variable, mask) in enumerate(per_subnet[0]):
+            for other in per_subnet[1:]:
+                mask = tf.logical_or(mask, other[k][1])
+            if self.per_replica_subnets:
+                context = tf.distribute.get_replica_context()
+                if context is not None and context.num_replicas_in_sync > 1:
+                    mask = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(mask, tf.int32)) > 0
+            combined.append((variable, mask))
+        return combined
 
     def test_step(self, data):
         images, targets = _unpack(data)

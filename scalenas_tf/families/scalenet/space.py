@@ -241,7 +241,9 @@ class ScaleNetArch(EncodedArch):
             or len(base) != NUM_STAGES
             or not all(isinstance(stage, (list, tuple)) for stage in base)
         ):
-            raise ArchError(f"'base' must be {NUM_STAGES} lists of choice names, one per stage. Received: {short(base)}")
+            raise ArchError(
+                f"'base' must be {NUM_STAGES} lists of choice names, one per stage. Received: {short(base)}"
+            )
         for i, stage in enumerate(base):
             for b, name in enumerate(stage):
                 try:
@@ -531,8 +533,8 @@ class ScaleNetSpace:
             value = getattr(arch, key)
             if not _is_number(value) or not math.isfinite(value) or not 1 <= value <= 16:
                 raise ArchError(f"{key}={short(value)}: a multiplier must be in [1, 16]")
-        if not isinstance(arch.resolution, (int, np.integer)) or not 32 <= arch.resolution <= 4096:
-            raise ArchError(f"resolution={short(arch.resolution)}: must be an int number of pixels in [32, 4096]")
+        if not isinstance(arch.resolution, (int, np.integer)) or not 8 <= arch.resolution <= 4096:
+            raise ArchError(f"resolution={short(arch.resolution)}: must be an int number of pixels in [8, 4096]")
 
     def is_valid(self, arch: ScaleNetArch) -> bool:
         try:
@@ -553,28 +555,12 @@ class ScaleNetSpace:
         """
         if validate:
             self.validate(arch)
-        d, w = arch.depth, arch.width
-        compound = self.path_generation == "efficientnet"
-        width = (lambda c: round_filters(c, w)) if compound else (lambda c: scale(c, w))
-        stem = width(self.stem_channels)
         blocks = []
-        c_in_base, c_in = self.stem_channels, stem
         for i, stage in enumerate(arch.base):
-            c_out_base, c_out = self.stage_channels[i], width(self.stage_channels[i])
-            n = math.ceil(Fraction(len(stage)) * Fraction(repr(float(d))))
+            n = math.ceil(Fraction(len(stage)) * Fraction(repr(float(arch.depth))))
             for slot in range(n):
                 choice = parse_choice(stage[min(slot, len(stage) - 1)])
-                first = slot == 0
-                block_in_base, block_in = (c_in_base, c_in) if first else (c_out_base, c_out)
-                if choice.expand == 1:
-                    hidden = block_in
-                elif compound or self.hidden_rule == "scale_then_expand":
-                    hidden = round(block_in * choice.expand)
-                else:
-                    hidden = scale(round(block_in_base * choice.expand), w)
-                squeeze = 0
-                if choice.se:
-                    squeeze = max(1, (hidden if self.se_squeeze == "hidden" else block_in) // 4)
+                c_in, c_out, hidden, squeeze = self.block_widths(i, slot == 0, choice, arch.width)
                 blocks.append(
                     Block(
                         stage=i,
@@ -582,17 +568,45 @@ class ScaleNetSpace:
                         kernel=choice.kernel,
                         expand=choice.expand,
                         se=choice.se,
-                        in_channels=block_in,
+                        in_channels=c_in,
                         out_channels=c_out,
                         hidden=hidden,
                         squeeze=squeeze,
-                        stride=self.stage_strides[i] if first else 1,
+                        stride=self.stage_strides[i] if slot == 0 else 1,
                         copy=slot >= len(stage),
                     )
                 )
-            c_in_base, c_in = c_out_base, c_out
-        head = width(self.head_channels) if compound else self.head_channels
-        return Network(resolution=int(arch.resolution), stem_channels=stem, blocks=tuple(blocks), head_channels=head)
+        return Network(
+            resolution=int(arch.resolution),
+            stem_channels=self.scaled(self.stem_channels, arch.width),
+            blocks=tuple(blocks),
+            head_channels=self.head_width(arch.width),
+        )
+
+    def scaled(self, channels: int, width: float) -> int:
+        """A width under multiplier `width`: ceil(c w) (`"scalenet"`) or `round_filters` (`"efficientnet"`)."""
+        return round_filters(channels, width) if self.path_generation == "efficientnet" else scale(channels, width)
+
+    def head_width(self, width: float) -> int:
+        """The head conv's outputs: fixed under ScaleNet's rules, scaled under EfficientNet's."""
+        return self.scaled(self.head_channels, width) if self.path_generation == "efficientnet" else self.head_channels
+
+    def block_widths(self, stage: int, first: bool, choice: BlockChoice, width: float) -> tuple[int, int, int, int]:
+        """`(in, out, hidden, squeeze)` channels of a block of `stage` (0-based) under width multiplier
+        `width`: the stage's first block reads the previous stage (or the stem), later ones the stage's
+        own width. `squeeze` is 0 without SE."""
+        c_in_base = (self.stage_channels[stage - 1] if stage else self.stem_channels) if first else None
+        if c_in_base is None:
+            c_in_base = self.stage_channels[stage]
+        c_in, c_out = self.scaled(c_in_base, width), self.scaled(self.stage_channels[stage], width)
+        if choice.expand == 1:
+            hidden = c_in
+        elif self.path_generation == "efficientnet" or self.hidden_rule == "scale_then_expand":
+            hidden = round(c_in * choice.expand)
+        else:
+            hidden = scale(round(c_in_base * choice.expand), width)
+        squeeze = max(1, (hidden if self.se_squeeze == "hidden" else c_in) // 4) if choice.se else 0
+        return c_in, c_out, hidden, squeeze
 
     def feature_size(self, size: int, stride: int) -> int:
         """A strided conv's output side: ceil(size / stride) (as built) or floor (`spatial="floor"`)."""
@@ -722,8 +736,8 @@ class ScaleNetSpace:
             value = getattr(arch, key)
             if value not in values:
                 raise ArchError(
-                    f"{key}={value!r} is not in the space's scaling-stage lists {list(values)}: only trained strategies "
-                    "have an arch vector"
+                    f"{key}={value!r} is not in the space's scaling-stage lists {list(values)}: only trained "
+                    "strategies have an arch vector"
                 )
             strategy.append(values.index(value))
         return np.asarray(counts + slots + strategy, dtype=np.int32)

@@ -40,7 +40,12 @@ def test_efficientnet_b0_exactly():
 
 
 # (preset, params M (Table 4), FLOPs G (Table 4)); S0: Table 6, params without the classifier, truncated.
-SCALENET_ROWS = [("scalenet_s1", 7.4, 0.80), ("scalenet_s3", 13.2, 2.76), ("scalenet_s4", 16.1, 5.97), ("scalenet_s5", 20.9, 10.22)]
+SCALENET_ROWS = [
+    ("scalenet_s1", 7.4, 0.80),
+    ("scalenet_s3", 13.2, 2.76),
+    ("scalenet_s4", 16.1, 5.97),
+    ("scalenet_s5", 20.9, 10.22),
+]
 # Exact values under the conventions above (golden: params released, MACs official counter).
 SCALENET_EXACT = {
     "scalenet_s0": (4_442_700, 354_933_888),
