@@ -15,6 +15,8 @@ ScaleNet: --arch takes largest (default), smallest, scalenet_s0 .. scalenet_s5, 
 efficientnet_b1 .. b5 or a path to an arch JSON ({"base": [...], "depth", "width",
 "resolution"}); the input is the arch's resolution unless --input_size is given; --budget_samples=N also
 estimates f0 and the per-stage FLOPs budgets from N random base paths.
+Any config with a train section: --sampler_plot=PATH.png draws --sampler_samples steps of its sampler and
+plots the MACs of the drawn archs per sampler group (ScaleNet's HSS: one histogram per scaling stage).
 The last line of standard output is one JSON object: params, macs, gmacs (MACs/1e9), gflops_hrnet
 (MACs/2^30), live_params, ... for ScaleNAS; params, macs, madds_m (MACs/1e6, the mobile papers'
 MAdds), gflops_hrnet, fold_plan, ... for SCARLET; plus keras_params and keras_count_params with
@@ -55,6 +57,13 @@ _BUDGET_SAMPLES = flags.DEFINE_integer(
     "budgets 2^j f0 of the scaling stages.",
     lower_bound=0,
 )
+_SAMPLER_PLOT = flags.DEFINE_string(
+    "sampler_plot",
+    None,
+    "Also draw --sampler_samples steps of config.train.sampler and plot their MACs per sampler group "
+    "(ScaleNet HSS: per scaling stage) to this .png file.",
+)
+_SAMPLER_SAMPLES = flags.DEFINE_integer("sampler_samples", 2000, "Steps drawn for --sampler_plot.", lower_bound=1)
 _AS_EXTRACTED = flags.DEFINE_bool(
     "as_extracted",
     False,
@@ -76,6 +85,14 @@ def main(argv):
         as_extracted=_AS_EXTRACTED.value,
         budget_samples=_BUDGET_SAMPLES.value,
     )
+    if _SAMPLER_PLOT.value:
+        summary["sampler"] = cost_runner.sampler_costs(_CONFIG.value, _SAMPLER_PLOT.value, _SAMPLER_SAMPLES.value)
+        for group, stats in summary["sampler"]["groups"].items():
+            print(
+                f"sampler group {group}: {stats['count']} draws, median {stats['median_macs'] / 1e6:,.1f}M MACs "
+                f"(10-90%: {stats['p10_macs'] / 1e6:,.1f}-{stats['p90_macs'] / 1e6:,.1f}M)"
+            )
+        print(f"sampler plot: {summary['sampler']['plot']}")
     print(cost_runner.format_report(summary))
     print(json.dumps(summary, sort_keys=True))
     return 0

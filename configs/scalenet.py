@@ -133,14 +133,18 @@ def get_config(arg=None):
 
 
 def _cpu(config):
-    """32 px shapes classification: widths quartered, at most 2 blocks per stage (4 depth slots),
-    the official scaling lists, resolutions ceil(32 r) for the official multipliers."""
+    """32 px shapes classification: widths quartered, at most 2 blocks per stage (4 depth slots), two
+    values of each official list per scaling stage (8 strategies per stage), resolutions ceil(32 r)."""
+    multipliers = ((1.0,), (1.08, 1.16), (1.24, 1.32), (1.48, 1.64))
     config.search_space.update(
         stem_channels=8,
         stage_channels=(8, 8, 16, 16, 24, 32, 48),
         max_blocks=(1, 2, 2, 2, 2, 2, 1),
         head_channels=128,
-        resolutions=((32,), (32, 35, 37), (39, 42, 44), (46, 48, 51)),
+        depth_multipliers=multipliers,
+        width_multipliers=multipliers,
+        resolutions=((32,), (35, 37), (39, 42), (46, 51)),
+        resolution_multipliers=((1.0,), (1.07, 1.14), (1.21, 1.285), (1.425, 1.58)),
         base_resolution=32,
     )
     config.model = dict(task="cls", num_classes=4, input_size=(32, 32))
@@ -151,9 +155,11 @@ def _cpu(config):
         train_examples=8192,
         validation_examples=512,
     )
+    # Measured: the smallest path trained alone reaches validation accuracy 0.29 after 400 steps and
+    # 0.49 after 1000 here; the supernet gets 1500.
     config.train.update(
-        steps=600,
-        steps_per_epoch=200,
+        steps=1500,
+        steps_per_epoch=250,
         optimizer="adam",
         learning_rate=0.003,
         nesterov=False,
@@ -161,7 +167,8 @@ def _cpu(config):
         warmup_steps=30,
     )
     # Budgets in GMACs at this size (random bases: 0.42M-2.5M MACs, mean 0.73M): f0 from 2,000 random
-    # bases to the nearest 0.1M, bases within 0.2M of it, strategies within 0.5M x 2^j.
+    # bases to the nearest 0.1M, bases within 0.2M of it, strategies within 0.5M x 2^j. MCEA evaluates
+    # about 200 archs (48 for the initial strategies, ~78 per round); random search gets the budget.
     config.search.update(
         methods=("mcea", "random"),
         iterations=2,
@@ -172,7 +179,7 @@ def _cpu(config):
         budget_step=0.0001,
         base_tolerance=0.0002,
         stage_tolerance=0.0005,
-        budget=150,
+        budget=240,
         calibration_batches=2,
         calibration_batch_size=64,
         validation_examples=256,

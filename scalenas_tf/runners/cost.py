@@ -8,6 +8,7 @@ naming the option.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 from scalenas_tf.config import parse_input_size
@@ -92,3 +93,76 @@ def format_report(summary: dict) -> str:
             f"(count_params() with BN moving statistics: {summary['keras_count_params']:,})"
         )
     return "\n".join(lines)
+
+
+def sampler_costs(config: Any, path: str, samples: int = 2000) -> dict:
+    """Draws `samples` steps of the config's training sampler (`config.train.sampler`), counts every drawn
+    arch, and plots the MACs histogram per sampler group (ScaleNet's HSS: the scaling stage) to the PNG
+    `path`, written atomically.
+
+    Returns:
+        `{"sampler", "samples", "plot", "groups": {group: {"count", "median_macs", "p10_macs", "p90_macs"}}}`.
+
+    Raises:
+        ValueError: the config has no `train` section, `samples` < 1, or `path` is not a `.png` file name.
+    """
+    import numpy as np
+
+    from scalenas_tf import workdir as workdir_lib
+
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise ValueError(f"`sampler_samples` must be an int >= 1. Received: {samples!r}")
+    if not str(path).lower().endswith(".png") or os.path.isdir(path):
+        raise ValueError(f"`sampler_plot` must be the path of a .png file. Received: {path!r}")
+    experiment = Experiment.from_config(config, require=("train",))
+    family, space, model = experiment.family, experiment.space, experiment.model
+    sampler = experiment.build_sampler()
+    vectors, info = sampler.sample_numpy(range(samples))
+    groups = info.get("group", np.full(vectors.shape[:2], -1))
+    by_group: dict[int, list[int]] = {}
+    for step_vectors, step_groups in zip(vectors, groups):
+        for vector, group in zip(step_vectors, step_groups):
+            arch = space.from_vector(vector)
+            macs = family.count(space, arch, model.task, model.num_classes, model.input_size).macs
+            by_group.setdefault(int(group), []).append(macs)
+    summary = {
+        "sampler": experiment.train.sampler,
+        "samples": samples,
+        "plot": os.path.abspath(path),
+        "groups": {
+            str(g): {
+                "count": len(m),
+                "median_macs": float(np.median(m)),
+                "p10_macs": float(np.percentile(m, 10)),
+                "p90_macs": float(np.percentile(m, 90)),
+            }
+            for g, m in sorted(by_group.items())
+        },
+    }
+    with workdir_lib.atomic_path(path) as tmp:
+        _plot_sampler_costs(tmp, by_group, summary)
+    return summary
+
+
+def _plot_sampler_costs(path, by_group, summary):
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    everything = np.concatenate([np.asarray(m, float) for m in by_group.values()]) / 1e6
+    bins = np.geomspace(everything.min(), everything.max() * 1.001, 40)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for group, macs in sorted(by_group.items()):
+        label = "all draws" if group < 0 else f"group {group}"
+        ax.hist(np.asarray(macs) / 1e6, bins=bins, alpha=0.55, label=f"{label} ({len(macs)})")
+    ax.set_xscale("log")
+    ax.set_xlabel("MACs (M)")
+    ax.set_ylabel("draws")
+    ax.set_title(f"sampler {summary['sampler']!r}: {summary['samples']} steps")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

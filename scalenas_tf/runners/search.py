@@ -199,7 +199,7 @@ def plot(path, results, summary, metric_name, unit):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"evolution": "tab:red", "nsga2": "tab:red", "random": "tab:blue"}
+    colours = {"evolution": "tab:red", "nsga2": "tab:red", "mcea": "tab:red", "random": "tab:blue"}
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for method, res in results.items():
         colour = colours.get(method, "tab:gray")

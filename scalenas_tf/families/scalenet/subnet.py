@@ -56,6 +56,12 @@ def extract(supernet, arch: ScaleNetArch, input_size=None, name=None) -> Extract
             raise ValueError(
                 f"Arch {space.describe(arch)}: stage {i + 1} has {depth} blocks; the supernet has {slots[i]} slots"
             )
+    widest = max(supernet.space.width_values)
+    if arch.width > widest:
+        raise ValueError(
+            f"Arch {space.describe(arch)}: width {arch.width:g} exceeds the supernet's widest {widest:g} "
+            "(its weights hold no channels beyond it)"
+        )
     model = network.build_network(space, net, supernet.num_classes, input_size=(px, px), name=name or "scalenet_subnet")
     weights = {
         "stem_conv": [_sliced_conv(supernet.stem_conv.kernel, 3, net.stem_channels)],

@@ -2,7 +2,12 @@
 figures.md, exact rule-based values, the FLOPs budget tools, and the counter's agreement with the Keras model."""
 
 import dataclasses
+import json
 import math
+import os
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -23,6 +28,7 @@ RELEASED = space_of("released")  # se_squeeze="input", base_then_scale: the publ
 # The official search code's analytic counter: the published ScaleNet FLOPs.
 OFFICIAL_COUNTER = space_of("official", spatial="floor", hidden_rule="scale_then_expand", se_squeeze="hidden")
 B0 = space_of("efficientnet_b0")
+REPO = pathlib.Path(__file__).resolve().parents[3]
 
 
 def printed(value, digits):
@@ -155,3 +161,60 @@ def test_counter_equals_the_keras_model():
             counted.params_with_bn_statistics,
             counted.params,
         ), space.describe(arch)
+
+
+# === bin/cost.py ===
+
+
+def test_runner_counts_at_the_arch_resolution_unless_given():
+    from scalenas_tf.runners import cost as cost_runner
+
+    config = scalenet_config.get_config("released")
+    summary = cost_runner.run(config, arch="scalenet_s2")
+    assert summary["input_size"] == [304, 304] and summary["params"] == SCALENET_EXACT["scalenet_s2"][0]
+    assert summary["strategy"] == {"depth": 1.36, "width": 1.2, "resolution": 304} and summary["stage"] == 2
+    given = cost_runner.run(config, arch="scalenet_s2", input_size="224x224")
+    assert given["input_size"] == [224, 224] and given["macs"] < summary["macs"]
+    report = cost_runner.format_report(summary)
+    assert "scaling stage 2" in report and "se_squeeze=input" in report
+    generalized = cost_runner.run(config, arch="scalenet_s4")
+    assert generalized["stage"] is None and "generalized" in cost_runner.format_report(generalized)
+    budget = cost_runner.run(config, arch="scalenet_s0", budget_samples=200)["budget"]
+    assert budget["samples"] == 200 and budget["f0"] % 50e6 == 0
+    assert budget["stage_budgets"] == [budget["f0"] * 2**j for j in range(4)]
+    with pytest.raises(ValueError, match="`budget_samples` does not apply to a scarlet config"):
+        from configs import scarlet
+
+        cost_runner.run(scarlet.get_config("s2"), budget_samples=10)
+
+
+def test_runner_reads_an_arch_json_and_refuses_bad_ones(tmp_path):
+    from scalenas_tf.arch import ArchError
+    from scalenas_tf.runners import cost as cost_runner
+
+    config = scalenet_config.get_config("official")
+    path = tmp_path / "s1.json"
+    path.write_text(RELEASED.named("scalenet_s1").to_json())
+    assert cost_runner.run(config, arch=str(path))["arch"] == "s1.json"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"base": [["K3E1+SE"]] * 7, "depth": 1.0}))
+    with pytest.raises(ArchError, match=r"bad.json: stage 2 block 1 \(base\[1\]\[0\]\) = 'K3E1\+SE'"):
+        cost_runner.run(config, arch=str(bad))
+    with pytest.raises(ArchError, match="'efficientnet_b0' is defined on stage channels"):
+        cost_runner.run(config, arch="efficientnet_b0")
+
+
+def test_cost_binary_reproduces_efficientnet_b0():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run(
+        [sys.executable, "bin/cost.py", "--config=configs/scalenet.py:efficientnet_b0", "--arch=efficientnet_b0"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (summary["params"], summary["macs"]) == (5_288_548, 385_814_752)
+    assert "385.815 MAdds (M)" in out.stdout
