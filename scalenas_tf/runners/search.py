@@ -190,6 +190,12 @@ def write_outputs(work: workdir_lib.Workdir, summary, results, metric_name):
     workdir_lib.atomic_write_json(work.search_summary, summary)
     with workdir_lib.atomic_path(work.pareto_png) as tmp:
         plot(tmp, results, summary, metric_name, unit)
+    for method, res in results.items():
+        for name, writer in res.extra_files().items():
+            with workdir_lib.atomic_path(
+                os.path.join(work.search_dir, f"{method}_{workdir_lib.check_name(name)}")
+            ) as tmp:
+                writer(tmp)
 
 
 def plot(path, results, summary, metric_name, unit):

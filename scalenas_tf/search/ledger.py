@@ -117,6 +117,11 @@ class SearchResult:
         """Extra fields for this method's entry in the search summary (`point` formats a record)."""
         return {}
 
+    def extra_files(self) -> dict[str, Callable[[str], None]]:
+        """Extra outputs of this method: `{file name: writer(path)}`; the runner writes each atomically
+        into the search directory as `<method>_<file name>`."""
+        return {}
+
 
 def front_of(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The feasible results on the Pareto front of (cost, metric), by increasing cost."""

@@ -330,6 +330,86 @@ class MCEAResult(SearchResult):
     rounds: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     generalized: dict[str, Any] = dataclasses.field(default_factory=dict)
 
+    def table(self) -> list[list[Any]]:
+        """Rows of the strategies per scaling stage: searched (1..M) then generalized (M+1..)."""
+        rows = [["stage", "kind", "depth", "width", "resolution", "resolution_multiplier", "cost", "score"]]
+        for r in self.strategies:
+            rows.append(
+                [
+                    r["stage"],
+                    "searched",
+                    r["depth"],
+                    r["width"],
+                    r["resolution"],
+                    r["resolution_multiplier"],
+                    f"{r['cost']:.6g}",
+                    f"{r['score']:.6g}",
+                ]
+            )
+        for r in self.generalized.get("stages", []):
+            rows.append(
+                [
+                    r["stage"],
+                    "generalized",
+                    r["depth"],
+                    r["width"],
+                    r["resolution"],
+                    r["resolution_multiplier"],
+                    f"{r['cost']:.6g}",
+                    "",
+                ]
+            )
+        return rows
+
+    def extra_files(self):
+        if not self.strategies:
+            return {}
+        return {"strategies.csv": self._write_table, "strategies.png": self._plot}
+
+    def _write_table(self, path):
+        import csv
+
+        with open(path, "w", newline="") as f:
+            csv.writer(f).writerows(self.table())
+
+    def _plot(self, path):
+        """d, w and r per scaling stage (searched: markers; generalized: open markers), and each stage's
+        cost against its budget 2^j f0."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = [r for r in self.table()[1:]]
+        stages = [0] + [int(r[0]) for r in rows]
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+        for k, (name, colour) in enumerate(
+            (("depth", "tab:blue"), ("width", "tab:orange"), ("resolution", "tab:green"))
+        ):
+            column = 5 if name == "resolution" else 2 + k
+            values = [1.0] + [float(r[column]) for r in rows]
+            left.plot(stages, values, color=colour, label=name, linewidth=1.2)
+            searched = [(s, v) for s, v, r in zip(stages[1:], values[1:], rows) if r[1] == "searched"]
+            generalized = [(s, v) for s, v, r in zip(stages[1:], values[1:], rows) if r[1] == "generalized"]
+            if searched:
+                left.scatter(*zip(*searched), color=colour)
+            if generalized:
+                left.scatter(*zip(*generalized), facecolors="none", edgecolors=colour)
+        left.set_xlabel("scaling stage j")
+        left.set_ylabel("multiplier")
+        left.legend(fontsize=8)
+        left.grid(alpha=0.3)
+        costs = [float(r[6]) for r in rows]
+        right.semilogy(stages[1:], costs, "o-", label="model cost")
+        right.semilogy(stages, [2**j * self.f0 for j in stages], "k--", label="budget 2^j f0")
+        right.set_xlabel("scaling stage j")
+        right.set_ylabel("cost")
+        right.legend(fontsize=8)
+        right.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+
     def summary_extras(self, point) -> dict[str, Any]:
         return {
             "f0": self.f0,

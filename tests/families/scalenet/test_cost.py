@@ -218,3 +218,29 @@ def test_cost_binary_reproduces_efficientnet_b0():
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert (summary["params"], summary["macs"]) == (5_288_548, 385_814_752)
     assert "385.815 MAdds (M)" in out.stdout
+
+
+def test_sampler_costs_plot(tmp_path):
+    from scalenas_tf.runners import cost as cost_runner
+
+    config = scalenet_config.get_config("cpu")
+    path = tmp_path / "hss.png"
+    summary = cost_runner.sampler_costs(config, str(path), samples=60)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    groups = summary["groups"]
+    assert sum(g["count"] for g in groups.values()) == 60 and set(groups) <= {"0", "1", "2", "3"}
+    medians = [groups[g]["median_macs"] for g in sorted(groups)]
+    assert medians == sorted(medians)  # each scaling stage costs more than the one before
+    assert not list(tmp_path.glob(".*tmp*"))  # written through a temporary file, renamed into place
+    with pytest.raises(ValueError, match="`sampler_plot` must be the path of a .png file"):
+        cost_runner.sampler_costs(config, str(tmp_path / "x.txt"), samples=5)
+    with pytest.raises(ValueError, match="`sampler_samples` must be an int >= 1"):
+        cost_runner.sampler_costs(config, str(path), samples=0)
+    with pytest.raises(ValueError, match="missing the section `config.train`"):
+        cost_runner.sampler_costs(_no_train(), str(path), 5)
+
+
+def _no_train():
+    config = scalenet_config.get_config("official")
+    del config["train"]
+    return config

@@ -190,3 +190,18 @@ def test_f0_is_estimated_when_not_given():
 def test_bad_settings_are_refused_naming_the_field(fields, message):
     with pytest.raises(ValueError, match=message):
         mcea.MCEASettings(**fields)
+
+
+def test_strategy_table_and_plot(tmp_path):
+    evaluate, _, _ = landscape(5)
+    found = mcea.mcea_search(SPACE, evaluate, cost_of, dataclasses.replace(LOOSE, seed=5))
+    rows = found.table()
+    assert rows[0][:5] == ["stage", "kind", "depth", "width", "resolution"]
+    assert [r[1] for r in rows[1:]] == ["searched", "searched", "generalized", "generalized"]
+    files = found.extra_files()
+    assert sorted(files) == ["strategies.csv", "strategies.png"]
+    for name, writer in files.items():
+        writer(str(tmp_path / name))
+    assert (tmp_path / "strategies.csv").read_text().splitlines()[0].startswith("stage,kind,depth")
+    assert (tmp_path / "strategies.png").read_bytes()[:4] == b"\x89PNG"
+    assert mcea.MCEAResult("mcea", []).extra_files() == {}  # stopped before any strategy: nothing to write

@@ -1,11 +1,11 @@
 """The ScaleNet super-supernet: parity with extraction, one trace for every arch, sparse updates and BN
 recalibration on sliced weights, and the cost counter against the extracted model."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 from scalenas_tf.arch import ArchError
 from scalenas_tf.families.scalenet import cost
 from scalenas_tf.families.scalenet import subnet
