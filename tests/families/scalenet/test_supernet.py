@@ -243,3 +243,68 @@ def test_trainer_fits_every_strategy_in_one_trace_with_sparse_updates():
     for v in net.trainable_variables:
         if v.path in masks:
             np.testing.assert_array_equal(np.array(v)[~masks[v.path]], before[v.path][~masks[v.path]], err_msg=v.path)
+
+
+@pytest.mark.slow  # about 10 minutes on 2 cores: the step traces once per replica
+def test_mirrored_strategy_two_replicas_equal_one_on_identical_examples():
+    """Under MirroredStrategy (2 logical CPUs) the sliced-width step equals one replica's when both
+    replicas see the same examples, and unread entries (and momentum slots) stay bit-exact. SGD with
+    momentum: Adam's first step, lr * g / (|g| + eps), turns the float noise of near-zero gradients into
+    differences of order lr, so it cannot be compared this way."""
+    from scalenas_tf.training.sampler import FixedSampler
+    from scalenas_tf.training.trainer import SupernetTrainer
+
+    arch = _archs(0)[-1]
+    x = np.repeat(_images(36, seed=3, batch=1), 4, axis=0)
+    y = np.zeros(4, np.int64)
+
+    def one_step(strategy):
+        with strategy.scope():
+            keras.utils.set_random_seed(6)
+            net = ScaleNetSupernet(SPACE, num_classes=NUM_CLASSES)
+            trainer = SupernetTrainer(net, sampler=FixedSampler(SPACE, arch), teacher=None, distill_weight=0.0)
+            trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+        before = [np.array(v) for v in net.trainable_variables]
+        trainer.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(4), epochs=1, verbose=0)
+        return net, before, [np.array(v) for v in net.trainable_variables]
+
+    net, init, one = one_step(tf.distribute.get_strategy())
+    _, init_two, two = one_step(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    for a, b in zip(init, init_two):
+        np.testing.assert_array_equal(a, b)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(one, init)) > 1e-3
+    assert max(float(np.abs(a - b).max()) for a, b in zip(one, two)) < 1e-5
+    masks = _masks(net, arch)
+    for v, before, after in zip(net.trainable_variables, init_two, two):
+        if v.path in masks:
+            np.testing.assert_array_equal(after[~masks[v.path]], before[~masks[v.path]], err_msg=v.path)
+
+
+def test_training_gradients_equal_the_extracted_models():
+    """In training mode (batch statistics) the supernet's loss and gradients for an arch equal the
+    extracted static model's on the resized input; entries outside the arch's widths get zero."""
+    keras.utils.set_random_seed(8)
+    net = ScaleNetSupernet(SPACE, num_classes=NUM_CLASSES)
+    net.build()
+    x, y = _images(40, seed=4, batch=4), np.array([0, 1, 2, 3])
+    for arch in _archs(1, seed=6)[2:]:
+        model = subnet.extract(net, arch).model
+        resized = tf.image.resize(x, (arch.resolution, arch.resolution))
+        with tf.GradientTape() as tape:
+            out = net(x, arch=tf.constant(SPACE.to_vector(arch)), training=True)
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, out, from_logits=True))
+        grads = dict(zip([v.path for v in net.trainable_variables], tape.gradient(loss, net.trainable_variables)))
+        with tf.GradientTape() as tape:
+            out = model(resized, training=True)
+            static_loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, out, from_logits=True))
+        static = dict(
+            zip([v.path for v in model.trainable_variables], tape.gradient(static_loss, model.trainable_variables))
+        )
+        assert abs(float(loss) - float(static_loss)) < 1e-5
+        for layer, mine in (("stem_conv", net.stem_conv.kernel), ("classifier", net.classifier.kernel)):
+            theirs = static[model.get_layer(layer).kernel.path].numpy()
+            got = grads[mine.path].numpy()
+            used = got[..., : theirs.shape[-1]] if layer == "stem_conv" else got
+            scale = float(np.abs(theirs).max())
+            np.testing.assert_allclose(used, theirs, atol=1e-4 * scale, rtol=0, err_msg=layer)
+            assert not np.any(got[..., theirs.shape[-1] :]) if layer == "stem_conv" else True
