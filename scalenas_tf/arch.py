@@ -41,3 +41,35 @@ class EncodedArch:
         """A stable 16-hex-digit digest of the canonical JSON (same arch, same hash, any process)."""
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+class ArchFiles:
+    """What every space shares about its arch objects: validation as a bool, and reading from a dict or a
+    JSON file, validated. A space sets `arch_class` (its `EncodedArch` subclass) and implements `validate`."""
+
+    arch_class: type[EncodedArch]
+
+    def validate(self, arch) -> None:  # pragma: no cover - every space implements it
+        raise NotImplementedError
+
+    def is_valid(self, arch) -> bool:
+        try:
+            self.validate(arch)
+        except ArchError:
+            return False
+        return True
+
+    def arch_from_dict(self, data: Any):
+        """`arch_class.from_dict(data)`, validated against this space."""
+        arch = self.arch_class.from_dict(data)
+        self.validate(arch)
+        return arch
+
+    def load_arch(self, path):
+        """Reads an arch JSON file (`arch_class.to_json` output) and validates it."""
+        import os
+
+        with open(os.fspath(path)) as f:
+            arch = self.arch_class.from_json(f.read())
+        self.validate(arch)
+        return arch

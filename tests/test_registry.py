@@ -50,11 +50,11 @@ SEARCH_SETTINGS = {
 
 
 def test_names_and_lookup():
-    assert registry.names() == ("scalenas", "scarlet", "scalenet")
+    assert registry.names() == ("scalenas", "scalenet", "scarlet")  # import order (families/__init__.py)
     assert registry.get("scarlet").space_class is ScarletSpace
     with pytest.raises(
         ValueError,
-        match=r"config.search_space.type must be one of \['scalenas', 'scarlet', 'scalenet'\]. Received: 'nope'",
+        match=r"config.search_space.type must be one of \['scalenas', 'scalenet', 'scarlet'\]. Received: 'nope'",
     ):
         registry.get("nope")
     assert registry.family_of(ScaleNASSpace(width=8)).name == "scalenas"

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from scalenas_tf.arch import ArchError
+from scalenas_tf.arch import ArchFiles
 from scalenas_tf.arch import EncodedArch
 from scalenas_tf.arch import short
 
@@ -103,7 +104,7 @@ class ScaleNASArch(EncodedArch):
 
 
 @dataclasses.dataclass(frozen=True)
-class ScaleNASSpace:
+class ScaleNASSpace(ArchFiles):
     """The ScaleNAS multi-resolution space (HRNet-like, per-branch depth, any-to-any fusion).
 
     Args:
@@ -126,6 +127,8 @@ class ScaleNASSpace:
     >>> [m.depths for m in arch.modules][:2]
     [(4, 4), (4, 4, 4)]
     """
+
+    arch_class = ScaleNASArch
 
     width: int = 32
     depth_choices: tuple[int, ...] = (2, 3, 4, 5)
@@ -256,13 +259,6 @@ class ScaleNASSpace:
                 f"{where}, target branch {j}, step {s}: fusion bits must be 0 at steps at or beyond the "
                 f"branch's depth {module.depths[j]}. Received: {list(bits)}"
             )
-
-    def is_valid(self, arch: ScaleNASArch) -> bool:
-        try:
-            self.validate(arch)
-        except ArchError:
-            return False
-        return True
 
     # === Named points ===
 
@@ -487,20 +483,7 @@ class ScaleNASSpace:
             raise ArchError(f"{path} is not valid JSON: {e}") from None
         return self.from_official_mask(mask)
 
-    def load_arch(self, path: str | os.PathLike) -> ScaleNASArch:
-        """Reads an arch JSON file written by `ScaleNASArch.to_json` and validates it."""
-        with open(os.fspath(path)) as f:
-            arch = ScaleNASArch.from_json(f.read())
-        self.validate(arch)
-        return arch
-
     # === Logs and search ===
-
-    def arch_from_dict(self, data: Any) -> ScaleNASArch:
-        """`ScaleNASArch.from_dict(data)`, validated against this space."""
-        arch = ScaleNASArch.from_dict(data)
-        self.validate(arch)
-        return arch
 
     def describe(self, arch: ScaleNASArch) -> str:
         """A short one-line form for tables: branch depths per module (`"4-4 4-4-4 ..."`)."""

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
 from fractions import Fraction
 from typing import Any
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from scalenas_tf.arch import ArchError
+from scalenas_tf.arch import ArchFiles
 from scalenas_tf.arch import EncodedArch
 from scalenas_tf.arch import short
 
@@ -339,7 +339,7 @@ def _stage_lists(name, value, kind):
 
 
 @dataclasses.dataclass(frozen=True)
-class ScaleNetSpace:
+class ScaleNetSpace(ArchFiles):
     """Base models x scaling strategies (ScaleNet's scaling-stage space).
 
     Args:
@@ -374,6 +374,8 @@ class ScaleNetSpace:
     >>> net.depths, net.resolution
     ((2, 2, 5, 3, 3, 4, 2), 256)
     """
+
+    arch_class = ScaleNetArch
 
     choices: Any = "official"
     stem_channels: int = 32
@@ -535,13 +537,6 @@ class ScaleNetSpace:
                 raise ArchError(f"{key}={short(value)}: a multiplier must be in [1, 16]")
         if not isinstance(arch.resolution, (int, np.integer)) or not 8 <= arch.resolution <= 4096:
             raise ArchError(f"resolution={short(arch.resolution)}: must be an int number of pixels in [8, 4096]")
-
-    def is_valid(self, arch: ScaleNetArch) -> bool:
-        try:
-            self.validate(arch)
-        except ArchError:
-            return False
-        return True
 
     # === Path generation ===
 
@@ -773,18 +768,6 @@ class ScaleNetSpace:
         return arch
 
     # === Files and display ===
-
-    def arch_from_dict(self, data: Any) -> ScaleNetArch:
-        arch = ScaleNetArch.from_dict(data)
-        self.validate(arch)
-        return arch
-
-    def load_arch(self, path: str | os.PathLike) -> ScaleNetArch:
-        """Reads `ScaleNetArch.to_json` output from a file and validates it."""
-        with open(os.fspath(path)) as f:
-            arch = ScaleNetArch.from_json(f.read())
-        self.validate(arch)
-        return arch
 
     def describe(self, arch: ScaleNetArch) -> str:
         """A one-line form for tables: stages joined by '|', then d, w, px."""

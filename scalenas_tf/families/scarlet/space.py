@@ -22,13 +22,13 @@ Reference:
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from typing import Any
 
 import numpy as np
 
 from scalenas_tf.arch import ArchError
+from scalenas_tf.arch import ArchFiles
 from scalenas_tf.arch import EncodedArch
 
 SCARLET_ARCH_FORMAT = "scalenas_tf.scarlet_arch/v1"
@@ -168,7 +168,7 @@ class ScarletArch(EncodedArch):
 
 
 @dataclasses.dataclass(frozen=True)
-class ScarletSpace:
+class ScarletSpace(ArchFiles):
     """The SCARLET mobile space (MobileNetV2-like skeleton, one searchable choice per layer).
 
     Args:
@@ -191,6 +191,8 @@ class ScarletSpace:
     >>> space.to_vector(arch)[8] == space.choice_names.index("id")
     True
     """
+
+    arch_class = ScarletArch
 
     variant: str = "s2"
     channels: tuple[int, ...] = SCARLET_CHANNELS
@@ -312,13 +314,6 @@ class ScarletSpace:
                         why = str(e)
                 raise ArchError(f"choices[{i}]={name!r}: {why}")
 
-    def is_valid(self, arch: ScarletArch) -> bool:
-        try:
-            self.validate(arch)
-        except ArchError:
-            return False
-        return True
-
     # === Named points ===
 
     def largest(self) -> ScarletArch:
@@ -385,18 +380,6 @@ class ScarletSpace:
         if vector.min() < 0 or vector.max() >= len(names):
             raise ArchError(f"Arch vector entries must be in [0, {len(names)}). Received: {vector.tolist()}")
         arch = ScarletArch(tuple(names[i] for i in vector))
-        self.validate(arch)
-        return arch
-
-    def arch_from_dict(self, data: Any) -> ScarletArch:
-        arch = ScarletArch.from_dict(data)
-        self.validate(arch)
-        return arch
-
-    def load_arch(self, path: str | os.PathLike) -> ScarletArch:
-        """Reads a JSON file: a list of choice names, or `ScarletArch.to_json` output; validates it."""
-        with open(os.fspath(path)) as f:
-            arch = ScarletArch.from_json(f.read())
         self.validate(arch)
         return arch
 
