@@ -45,12 +45,10 @@ class EncodedArch:
 
 class ArchFiles:
     """What every space shares about its arch objects: validation as a bool, and reading from a dict or a
-    JSON file, validated. A space sets `arch_class` (its `EncodedArch` subclass) and implements `validate`."""
+    JSON file, validated. A space sets `arch_class` (its `EncodedArch` subclass) and defines
+    `validate(arch)`, raising ArchError for an arch outside it."""
 
     arch_class: type[EncodedArch]
-
-    def validate(self, arch) -> None:  # pragma: no cover - every space implements it
-        raise NotImplementedError
 
     def is_valid(self, arch) -> bool:
         try:
