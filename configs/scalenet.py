@@ -28,6 +28,8 @@ See ../shared/reference/scalenet.md for the sources of every rule and the conven
 
 import ml_collections
 
+from scalenas_tf.config import tfds_source_kwargs
+
 VARIANTS = ("official", "paper", "released", "efficientnet_b0", "cpu")
 
 
@@ -74,7 +76,13 @@ def get_config(arg=None):
     config.model = dict(task="cls", num_classes=1000, input_size=(224, 224))
     # ImageNet super-supernet training as the official code: SGD (Nesterov) 0.12, cosine, warmup,
     # weight decay 4e-5, HSS, no distillation (label smoothing 0.1 is the classification loss).
-    config.data = dict(source="imagenet2012", batch_size=256, train_examples=None, validation_examples=None)
+    config.data = dict(
+        source="imagenet2012",
+        source_kwargs=tfds_source_kwargs(),  # --config.data.source_kwargs.manual_dir=/data/imagenet
+        batch_size=256,
+        train_examples=None,
+        validation_examples=None,
+    )
     config.train = dict(
         steps=750_000,
         steps_per_epoch=5000,

@@ -15,6 +15,8 @@ Variants:
 
 import ml_collections
 
+from scalenas_tf.config import tfds_source_kwargs
+
 VARIANTS = ("s1", "s2", "cpu")
 
 
@@ -44,7 +46,13 @@ def get_config(arg=None):
     config.model = dict(task="cls", num_classes=1000, input_size=(224, 224))
     # ImageNet-scale supernet training as in SCARLET (FairNAS strict fairness, SGD, 150 epochs of
     # 1.28M images at batch 256 would be ~750k steps; sized here as a starting point, not run).
-    config.data = dict(source="imagenet2012", batch_size=256, train_examples=None, validation_examples=None)
+    config.data = dict(
+        source="imagenet2012",
+        source_kwargs=tfds_source_kwargs(),  # --config.data.source_kwargs.manual_dir=/data/imagenet
+        batch_size=256,
+        train_examples=None,
+        validation_examples=None,
+    )
     config.train = dict(
         steps=750_000,
         steps_per_epoch=5000,

@@ -37,6 +37,16 @@ def width_from_variant(arg: str | None, default: int) -> int:
     return int(text[1:])
 
 
+def tfds_source_kwargs(**extra) -> dict[str, Any]:
+    """`config.data.source_kwargs` of a TFDS source, with the fields a user sets on the command line:
+    `data_dir` (TFDS's data directory; None: TFDS's default), `manual_dir` (the manual downloads,
+    read once to prepare the dataset) and `download` (False: fail at once when not prepared), e.g.
+    `--config.data.source_kwargs.manual_dir=/data/imagenet`."""
+    from ml_collections import config_dict
+
+    return dict(data_dir=config_dict.placeholder(str), manual_dir=config_dict.placeholder(str), download=False, **extra)
+
+
 def build_optimizer(train: Any):
     """`TrainSettings` (validated by `experiment.Experiment`) -> a Keras optimizer with linear warmup
     then cosine decay over `train.steps`."""

@@ -285,7 +285,7 @@ class Experiment:
             ) from None
         train = _train(_section(top, "train", "train" in require), family)
         search = _search(_section(top, "search", "search" in require), family)
-        data = _data(_section(top, "data", "data" in require or "train" in require), "train" in require)
+        data = _data(_section(top, "data", "data" in require or "train" in require), "train" in require, model)
         export = _export(_section(top, "export", False) or {})
         if search is not None and data is None:
             raise ConfigError("Config is missing the section `config.data` (the search evaluates on it)")
@@ -366,13 +366,26 @@ def _model(fields: dict[str, Any], family: registry.Family) -> ModelSettings:
     return ModelSettings(task, num_classes, size)
 
 
-def _data(fields, need_batch) -> DataSettings | None:
+def _data(fields, need_batch, model: ModelSettings) -> DataSettings | None:
     if fields is None:
         return None
+    from scalenas_tf.data.pipeline import SOURCES
+
     _unknown("data", fields, _DATA_FIELDS)
     source = fields.get("source")
-    if not isinstance(source, str) or not source:
-        raise ConfigError(f"config.data.source must be a dataset name. Received: {_short(source)}")
+    if not isinstance(source, str) or source not in SOURCES:
+        raise ConfigError(f"config.data.source must be one of {list(SOURCES)}. Received: {_short(source)}")
+    served = SOURCES[source].num_classes
+    if model.task not in served:
+        raise ConfigError(
+            f"config.data.source={source!r} has data for the tasks {list(served)} only; config.model.task is "
+            f"{model.task!r}"
+        )
+    if served[model.task] != model.num_classes:
+        raise ConfigError(
+            f"config.model.num_classes must be {served[model.task]} for {model.task} on {source!r}. "
+            f"Received: {model.num_classes}"
+        )
     return DataSettings(
         source=source,
         batch_size=_int(fields, "data", "batch_size", required=need_batch, allow_none=not need_batch),

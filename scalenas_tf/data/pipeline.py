@@ -1,9 +1,14 @@
 """Task pipelines: `(images, targets)` batches for the cls, seg and pose heads from a registered source.
 
-A source is a function `(split, image_size=..., num_examples=..., seed=...) -> tf.data.Dataset` of
-example dicts with the keys of `shapes.shapes_examples`: `"image"` float32 `(H, W, 3)` in [0, 1],
-`"mask"`, `"keypoints"`, `"keypoint_visible"` and `"label"`. Register one in `SOURCES` and its class
-counts in `NUM_CLASSES` (e.g. a TFDS loader mapped to those keys).
+A source (`Source`, registered in `SOURCES`) names the tasks it serves with their class counts and
+loads a split as `Examples`: a dataset plus, for real data, a `prepare` function that decodes and
+augments each example under a stateless seed. Prepared examples have the keys of
+`shapes.shapes_examples` that their task reads: `"image"` float32 `(H, W, 3)` in [0, 1], `"label"`
+(cls), `"mask"` (seg), `"keypoints"` and `"keypoint_visible"` (pose). The embedded `shapes` source is
+deterministic and cached in memory; the TFDS sources (`tfds_sources`: `cifar10`, `imagenet2012`,
+`cityscapes`, `coco_keypoints`) are shuffled encoded and prepared after the shuffle, each example
+with the seed `(seed, its position in the stream)`, so every epoch sees new augmentations and a
+run replays exactly.
 
 Preprocessing, which an exported model documents as its input contract: an RGB image scaled to
 [0, 1] is normalized per channel as `(image01 - MEAN) / STD` (the ImageNet statistics).
@@ -20,13 +25,17 @@ Targets:
         the heatmap pixel holding it; an invisible keypoint gets an all-zero map and weight 0.
 """
 
+import dataclasses
 import functools
 import math
+from collections.abc import Callable
+from collections.abc import Mapping
 
 import tensorflow as tf
 
 from scalenas_tf import tasks
 from scalenas_tf.data import shapes
+from scalenas_tf.data import tfds_sources
 
 IGNORE_LABEL = tasks.IGNORE_LABEL
 MEAN = (0.485, 0.456, 0.406)
@@ -35,9 +44,46 @@ HEATMAP_STRIDE = 4
 SHUFFLE_BUFFER = 4096
 SPLITS = ("train", "validation")
 
-SOURCES = {"shapes": shapes.shapes_examples}
-NUM_CLASSES = {
-    "shapes": {"cls": shapes.NUM_SHAPE_CLASSES, "seg": shapes.NUM_SHAPE_CLASSES + 1, "pose": shapes.NUM_KEYPOINTS},
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+    """A loaded split.
+
+    Attributes:
+        dataset: the examples. With `prepare` None they are final (the keys above) and deterministic,
+            so the pipeline caches them in memory.
+        prepare: None, or `(example, seed) -> example dict` run per example after the shuffle, with a
+            stateless `(2,)` int64 seed.
+    """
+
+    dataset: tf.data.Dataset
+    prepare: Callable | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A dataset: `load(split, image_size, num_examples=None, seed=0, **source_kwargs) -> Examples`, and
+    the tasks it serves mapped to their head's output channels."""
+
+    load: Callable[..., Examples]
+    num_classes: Mapping[str, int]
+
+
+def _load_shapes(split, image_size, num_examples=None, seed=0, **kwargs):
+    return Examples(
+        shapes.shapes_examples(split, image_size=image_size, num_examples=num_examples, seed=seed, **kwargs)
+    )
+
+
+SOURCES = {
+    "shapes": Source(
+        _load_shapes,
+        {"cls": shapes.NUM_SHAPE_CLASSES, "seg": shapes.NUM_SHAPE_CLASSES + 1, "pose": shapes.NUM_KEYPOINTS},
+    ),
+    "cifar10": Source(tfds_sources.classification("cifar10", 10), {"cls": 10}),
+    "imagenet2012": Source(tfds_sources.classification("imagenet2012", 1000), {"cls": 1000}),
+    "cityscapes": Source(tfds_sources.cityscapes, {"seg": len(tfds_sources.CITYSCAPES_CLASS_NAMES)}),
+    "coco_keypoints": Source(tfds_sources.coco_keypoints, {"pose": 17}),
 }
 # The example fields each task reads.
 _TASK_FIELDS = {"cls": ("image", "label"), "seg": ("image", "mask"), "pose": ("image", "keypoints", "keypoint_visible")}
@@ -75,7 +121,14 @@ def num_classes(task, source="shapes"):
     """
     _check_choice("task", task, tasks.TASKS)
     _check_choice("source", source, tuple(SOURCES))
-    return NUM_CLASSES[source][task]
+    _check_serves(source, task)
+    return SOURCES[source].num_classes[task]
+
+
+def _check_serves(source, task):
+    served = tuple(SOURCES[source].num_classes)
+    if task not in served:
+        raise ValueError(f"Source {source!r} has data for the tasks {served} only. Received: task={task!r}")
 
 
 def make_dataset(
@@ -123,6 +176,7 @@ def make_dataset(
     _check_choice("task", task, tasks.TASKS)
     _check_choice("split", split, SPLITS)
     _check_choice("source", source, tuple(SOURCES))
+    _check_serves(source, task)
     input_size = shapes.check_image_size(input_size, name="input_size")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"`batch_size` must be an int >= 1. Received: batch_size={batch_size!r}")
@@ -133,17 +187,27 @@ def make_dataset(
     repeat = _flag("repeat", repeat, default=training)
     drop_remainder = _flag("drop_remainder", drop_remainder, default=training)
     try:
-        examples = SOURCES[source](
+        loaded = SOURCES[source].load(
             split, image_size=input_size, num_examples=num_examples, seed=seed, **dict(source_kwargs or {})
         )
     except TypeError as e:
         raise ValueError(f"`source_kwargs` {dict(source_kwargs or {})} do not fit source {source!r}: {e}") from None
     fields = _TASK_FIELDS[task]
-    examples = examples.map(lambda example: {k: example[k] for k in fields}).cache()
+    examples = loaded.dataset
+    if loaded.prepare is None:
+        examples = examples.map(lambda example: {k: example[k] for k in fields}).cache()
     if shuffle:
         examples = examples.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         examples = examples.repeat()
+    if loaded.prepare is not None:
+        prepare = loaded.prepare
+
+        def prepared(position, example):
+            example = prepare(example, tf.stack([tf.constant(seed, tf.int64), position]))
+            return {k: example[k] for k in fields}
+
+        examples = examples.enumerate().map(prepared, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     batches = examples.batch(batch_size, drop_remainder=drop_remainder)
     batches = batches.map(_batch_fn(task, heatmap_sigma), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return batches.prefetch(tf.data.AUTOTUNE)

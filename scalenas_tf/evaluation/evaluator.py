@@ -79,7 +79,8 @@ class SubnetEvaluator:
         return int(self._statistic.experimental_get_tracing_count())
 
     def __call__(self, arch) -> dict[str, Any]:
-        """`{"metric", "metric_name", "seconds"}` for `arch` (cached by `arch.hash()`)."""
+        """`{"metric", "metric_name", "details", "seconds"}` for `arch` (cached by `arch.hash()`); `details`
+        holds every metric of the task (`metrics.metric_details`, e.g. top-1 and top-5)."""
         key = arch.hash()
         if key in self._cache:
             return dict(self._cache[key])
@@ -94,6 +95,7 @@ class SubnetEvaluator:
         result = {
             "metric": metrics.metric_from_statistic(self.task, total),
             "metric_name": self.metric_name,
+            "details": metrics.metric_details(self.task, total),
             "seconds": round(time.perf_counter() - start, 4),
         }
         self._cache[key] = result

@@ -5,7 +5,7 @@ the metric (`metric_from_statistic`):
   seg:  mIoU from the pixel confusion matrix `[target, prediction]` (pixels labelled `IGNORE_LABEL`
         skipped; logits resized bilinearly to the label size, as the loss does). The mean runs over the
         classes that occur in the targets or the predictions (Keras `MeanIoU`'s convention).
-  cls:  top-1 accuracy from (correct, total).
+  cls:  top-1 accuracy from (correct, total, correct in the top 5); `metric_details` adds top-5.
   pose: PCK@`PCK_ALPHA` from (correct, visible): a visible keypoint is correct when the argmax of its
         predicted heatmap lies within `PCK_ALPHA` x the heatmap's longer side of the argmax of its
         target heatmap.
@@ -39,7 +39,8 @@ def batch_statistic(task, num_classes, targets, outputs):
         correct = tf.reduce_sum(
             tf.cast(tf.equal(tf.argmax(outputs, axis=-1, output_type=tf.int32), labels), tf.float64)
         )
-        return tf.stack([correct, tf.cast(tf.size(labels), tf.float64)])
+        top5 = tf.math.in_top_k(labels, tf.reshape(outputs, [-1, num_classes]), k=min(5, num_classes))
+        return tf.stack([correct, tf.cast(tf.size(labels), tf.float64), tf.reduce_sum(tf.cast(top5, tf.float64))])
     heatmaps, weight = targets["heatmaps"], tf.cast(targets["target_weight"], tf.float64)
     distance = tf.norm(_argmax_2d(outputs) - _argmax_2d(heatmaps), axis=-1)
     limit = PCK_ALPHA * float(max(heatmaps.shape[1], heatmaps.shape[2]))
@@ -62,8 +63,21 @@ def metric_from_statistic(task, statistic) -> float:
         union = statistic.sum(axis=0) + statistic.sum(axis=1) - true_positive
         present = union > 0
         return float(np.mean(true_positive[present] / union[present])) if present.any() else 0.0
-    correct, total = statistic
+    correct, total = statistic[:2]
     return float(correct / total) if total > 0 else 0.0
+
+
+def metric_details(task, statistic) -> dict[str, float]:
+    """Every metric the statistic gives: `{"miou", "pixel_accuracy"}` (seg), `{"top1", "top5"}` (cls),
+    `{"pck"}` (pose)."""
+    statistic = np.asarray(statistic, dtype=np.float64)
+    details = {METRIC_NAMES[task]: metric_from_statistic(task, statistic)}
+    if task == "seg":
+        total = statistic.sum()
+        details["pixel_accuracy"] = float(np.trace(statistic) / total) if total > 0 else 0.0
+    elif task == "cls":
+        details["top5"] = float(statistic[2] / statistic[1]) if statistic[1] > 0 else 0.0
+    return details
 
 
 def constant_statistic(task, num_classes, targets, constant):
@@ -77,7 +91,8 @@ def constant_statistic(task, num_classes, targets, constant):
         return matrix
     if task == "cls":
         labels = np.asarray(targets).reshape(-1)
-        return np.array([np.sum(labels == constant), labels.size], dtype=np.float64)
+        correct = np.sum(labels == constant)
+        return np.array([correct, labels.size, correct], dtype=np.float64)  # a constant has one guess
     heatmaps = np.asarray(targets["heatmaps"])
     weight = np.asarray(targets["target_weight"], dtype=np.float64)
     truth = _argmax_2d(tf.constant(heatmaps)).numpy()

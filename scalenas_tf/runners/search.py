@@ -95,7 +95,7 @@ def run(config: Any, workdir: str, log=print) -> dict[str, Any]:
     def evaluate(arch):
         result = evaluator(arch)
         counted = cost_of(arch)
-        record = {"metric": result["metric"], "seconds": result["seconds"]}
+        record = {"metric": result["metric"], "details": result["details"], "seconds": result["seconds"]}
         if isinstance(counted, tuple):
             record.update(cost=counted[0], params=counted[1])
         else:

@@ -116,3 +116,21 @@ def test_take_batches_errors():
         take_batches([], 0)
     with pytest.raises(ValueError, match="no batches"):
         take_batches([], 2, "calibration data")
+
+
+def test_top5_and_details_match_keras_metrics():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(40, 12)).astype(np.float32)
+    labels = rng.integers(0, 12, size=40)
+    stat = metrics.batch_statistic("cls", 12, tf.constant(labels), tf.constant(logits)).numpy()
+    top1 = keras.metrics.SparseCategoricalAccuracy()
+    top1.update_state(labels, logits)
+    top5 = keras.metrics.SparseTopKCategoricalAccuracy(k=5)
+    top5.update_state(labels, logits)
+    details = metrics.metric_details("cls", stat)
+    assert details["top1"] == pytest.approx(float(top1.result()), abs=1e-6)
+    assert details["top5"] == pytest.approx(float(top5.result()), abs=1e-6)
+    assert 0 < details["top1"] < details["top5"] < 1
+    # Seg: pixel accuracy from the same confusion matrix.
+    seg = metrics.batch_statistic("seg", 2, tf.constant([[[0, 1], [1, 255]]]), tf.one_hot([[[0, 0], [1, 1]]], 2))
+    assert metrics.metric_details("seg", seg.numpy())["pixel_accuracy"] == pytest.approx(2 / 3)
