@@ -144,6 +144,7 @@ def make_dataset(
     drop_remainder=None,
     heatmap_sigma=2.0,
     source_kwargs=None,
+    pose_fields=(),
 ):
     """`(images, targets)` batches for one task.
 
@@ -165,6 +166,8 @@ def make_dataset(
         heatmap_sigma: float > 0, the pose Gaussians' standard deviation in heatmap pixels.
         source_kwargs: dict of extra keyword arguments for the source (e.g. `{"min_size": 0.1}` for
             `shapes`).
+        pose_fields: extra example fields a pose source gives, added to the targets dict (e.g.
+            `("transform", "image_id")` of `coco_keypoints`, to map predictions back to the image).
 
     Returns:
         A `tf.data.Dataset` of `(images, targets)`: images float32 `(B, H, W, 3)` normalized by
@@ -192,7 +195,10 @@ def make_dataset(
         )
     except TypeError as e:
         raise ValueError(f"`source_kwargs` {dict(source_kwargs or {})} do not fit source {source!r}: {e}") from None
-    fields = _TASK_FIELDS[task]
+    pose_fields = tuple(pose_fields)
+    if pose_fields and task != "pose":
+        raise ValueError(f"`pose_fields` are for the pose task. Received: task={task!r}, pose_fields={pose_fields}")
+    fields = _TASK_FIELDS[task] + pose_fields
     examples = loaded.dataset
     if loaded.prepare is None:
         examples = examples.map(lambda example: {k: example[k] for k in fields}).cache()
@@ -209,7 +215,9 @@ def make_dataset(
 
         examples = examples.enumerate().map(prepared, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     batches = examples.batch(batch_size, drop_remainder=drop_remainder)
-    batches = batches.map(_batch_fn(task, heatmap_sigma), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    batches = batches.map(
+        _batch_fn(task, heatmap_sigma, pose_fields), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
@@ -247,10 +255,10 @@ def _flag(name, value, default):
     return value
 
 
-def _batch_fn(task, heatmap_sigma):
+def _batch_fn(task, heatmap_sigma, pose_fields=()):
     """The function from a batch of example fields to `(images, targets)`."""
     if task == "pose":
-        return functools.partial(_pose_batch, heatmap_sigma=float(heatmap_sigma))
+        return functools.partial(_pose_batch, heatmap_sigma=float(heatmap_sigma), extra=pose_fields)
     return _cls_batch if task == "cls" else _seg_batch
 
 
@@ -262,12 +270,13 @@ def _seg_batch(batch):
     return normalize(batch["image"]), tf.cast(batch["mask"], tf.int32)
 
 
-def _pose_batch(batch, heatmap_sigma):
+def _pose_batch(batch, heatmap_sigma, extra=()):
     image = batch["image"]
     visible = tf.cast(batch["keypoint_visible"], tf.float32)
     size = (math.ceil(image.shape[1] / HEATMAP_STRIDE), math.ceil(image.shape[2] / HEATMAP_STRIDE))
     targets = {
         "heatmaps": gaussian_heatmaps(batch["keypoints"], visible, size, heatmap_sigma),
         "target_weight": visible,
+        **{name: batch[name] for name in extra},
     }
     return normalize(image), targets

@@ -110,6 +110,37 @@ def coco_results(image_ids, keypoints, confidence, scores):
     return results
 
 
+def evaluate_coco(predict, batches, ground_truth, flip_pairs=None):
+    """COCO keypoint AP of a heatmap model on top-down crops, HRNet's validation end to end.
+
+    Args:
+        predict: `images -> heatmaps` (a Keras model or any callable), `(B, H, W, 3)` normalized
+            images to `(B, ceil(H / 4), ceil(W / 4), K)`.
+        batches: iterable of `(images, targets)` with `targets["transform"]` and `targets["image_id"]`,
+            e.g. `pipeline.make_dataset("pose", "validation", ..., source="coco_keypoints",
+            pose_fields=("transform", "image_id"))`.
+        ground_truth: COCO-format dict or path (`coco_keypoint_ap`).
+        flip_pairs: None for no flip test, else the `(left, right)` joint pairs (`FLIP_PAIRS` of
+            `data.coco_keypoints`): each crop is also predicted mirrored and `flip_heatmaps` averages.
+
+    Returns:
+        dict: the `COCO_STAT_NAMES` plus `"instances"` (the number of crops scored).
+    """
+    image_ids, points, confidences, scores = [], [], [], []
+    for images, targets in batches:
+        heatmaps = np.asarray(predict(images), np.float32)
+        if flip_pairs is not None:
+            mirrored = np.asarray(predict(np.asarray(images)[:, :, ::-1]), np.float32)
+            heatmaps = flip_heatmaps(heatmaps, mirrored, flip_pairs)
+        coords, confidence = decode_heatmaps(heatmaps)
+        points.extend(to_image(coords, np.asarray(targets["transform"])))
+        confidences.extend(confidence)
+        scores.extend(instance_score(confidence))
+        image_ids.extend(np.asarray(targets["image_id"]).tolist())
+    results = coco_results(image_ids, points, confidences, scores)
+    return {**coco_keypoint_ap(ground_truth, results, image_ids=image_ids), "instances": len(results)}
+
+
 def coco_keypoint_ap(ground_truth, results, image_ids=None):
     """OKS AP and AR through pycocotools' COCOeval.
 
