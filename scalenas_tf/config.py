@@ -37,6 +37,19 @@ def width_from_variant(arg: str | None, default: int) -> int:
     return int(text[1:])
 
 
+def split_variant(arg: str | None, datasets: tuple[str, ...]) -> tuple[str | None, str | None]:
+    """`"w32_cityscapes"` -> `("w32", "cityscapes")`; `"w32"` -> `("w32", None)`; the dataset suffix must
+    be one of `datasets` (ValueError naming the variant otherwise)."""
+    if not arg or "_" not in str(arg):
+        return arg, None
+    width, dataset = str(arg).lower().split("_", 1)
+    if dataset not in datasets:
+        raise ValueError(
+            f"Config variant dataset must be one of {datasets}, e.g. 'w32_{datasets[0]}'. Received: {arg!r}"
+        )
+    return width, dataset
+
+
 def tfds_source_kwargs(**extra) -> dict[str, Any]:
     """`config.data.source_kwargs` of a TFDS source, with the fields a user sets on the command line:
     `data_dir` (TFDS's data directory; None: TFDS's default), `manual_dir` (the manual downloads,

@@ -20,7 +20,8 @@ example is augmented under a stateless seed derived from `(seed, its position in
       flip for CIFAR; validation: centre crop of 87.5 % (ImageNet) or a resize (CIFAR).
   seg: Cityscapes label ids mapped to the 19 train ids (`CITYSCAPES_TRAIN_IDS`, others `IGNORE_LABEL`);
       random scale 0.5-2.0 of the full image, pad, random crop to the input size and flip (HRNet);
-      validation: the image resized to the input size, the labels kept at full resolution.
+      validation: the image resized to the input size (or `validation_size`), the labels kept at full
+      resolution.
   pose: HRNet's top-down crops of each person (`augment.top_down_crop`): box grown to the input's
       aspect and by 1.25; scale +-35 %, rotation +-45 degrees, half-body and a flip that swaps left
       and right joints in training.
@@ -171,11 +172,21 @@ def _prepare_classification(example, seed, name, size, training):
 
 
 def cityscapes(
-    split, image_size, num_examples=None, seed=0, data_dir=None, manual_dir=None, download=False, scale_range=(0.5, 2.0)
+    split,
+    image_size,
+    num_examples=None,
+    seed=0,
+    data_dir=None,
+    manual_dir=None,
+    download=False,
+    scale_range=(0.5, 2.0),
+    validation_size=None,
 ):
     """Cityscapes fine annotations for semantic segmentation (19 classes); see the module docstring.
 
-    `scale_range`: the training rescale factors (HRNet: 0.5-2.0).
+    `scale_range`: the training rescale factors (HRNet: 0.5-2.0). `validation_size`: `(height, width)`
+    of the validation images, None for the input size; `(1024, 2048)` scores at full resolution as
+    HRNet does while training on crops of the input size.
     """
     from scalenas_tf.data.pipeline import Examples
 
@@ -185,6 +196,8 @@ def cityscapes(
             f"`scale_range` must be (low, high) with 0 < low <= high. Received: scale_range={scale_range!r}"
         )
     training = split == "train"
+    if not training and validation_size is not None:
+        image_size = check_size("validation_size", validation_size)
     dataset = load_tfds(
         name, split, data_dir, manual_dir, download, ("image_left", "segmentation_label"), shuffle_files=training
     )
@@ -269,6 +282,17 @@ def _prepare_person(example, seed, size, training, flip_pairs, upper_body):
         "image_id": example["image_id"],
         "area": example["area"],
     }
+
+
+def check_size(name, value):
+    """`(height, width)` positive ints, else ValueError naming `name`."""
+    try:
+        size = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        size = ()
+    if len(size) != 2 or min(size) < 1 or any(isinstance(v, bool) for v in value):
+        raise ValueError(f"`{name}` must be (height, width) positive ints. Received: {name}={value!r}")
+    return size
 
 
 def _take(dataset, num_examples):
