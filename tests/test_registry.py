@@ -149,3 +149,27 @@ def test_generic_code_never_imports_a_family():
         str(p.relative_to(PACKAGE)): m for p in generic for m in _imports(p) if m.startswith("scalenas_tf.families")
     }
     assert offenders == {}
+
+
+@pytest.mark.parametrize(
+    "name, fields",
+    [
+        ("scalenas", {}),
+        ("scalenas", {"fusion_upsampling": "bilinear"}),
+        ("scarlet", {}),
+        ("scalenet", {}),  # extracted at 32x32, the largest arch's 40 px: a Resizing layer first
+    ],
+)
+def test_a_plain_call_of_an_extracted_model_leaves_its_statistics(name, fields):
+    """`model(x)` with no `training` is inference: Keras layers that default to training=True (e.g.
+    `Resizing`) must not hand that on to the BN layers after them."""
+    import keras
+
+    family = registry.get(name)
+    space = family.build_space({**SMALL[name], **fields})
+    supernet = family.build_supernet(space, TASKS[name], 4)
+    supernet(np.zeros((1, 32, 32, 3), np.float32))
+    model = family.extract(supernet, space.largest(), (32, 32)).model
+    before = [w.numpy().copy() for w in model.non_trainable_weights]
+    model(keras.random.uniform((2, 32, 32, 3), seed=1))
+    assert before and all(np.array_equal(b, w.numpy()) for b, w in zip(before, model.non_trainable_weights))

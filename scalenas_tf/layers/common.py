@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 # PyTorch BatchNorm2d defaults (momentum 0.1 on the new value, eps 1e-5), as in the HRNet code.
+# Keras's momentum weighs the old moving statistics: PyTorch's momentum m is Keras's 1 - m.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
@@ -82,8 +83,15 @@ def gate(on, run, skip):
     return tf.cond(on, run, skip)
 
 
-def batch_norm(name=None):
-    return SupernetBatchNorm(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+def batch_norm(name=None, bn_momentum=BN_MOMENTUM):
+    """A `SupernetBatchNorm` with PyTorch's epsilon; `bn_momentum` in Keras's convention (PyTorch's 0.1 is 0.9)."""
+    is_number = isinstance(bn_momentum, (int, float, np.integer, np.floating)) and not isinstance(bn_momentum, bool)
+    if not is_number or not 0.0 <= bn_momentum < 1.0:
+        raise ValueError(
+            "`bn_momentum` must be a number in [0, 1) (Keras convention: the weight of the old moving "
+            f"statistics, PyTorch's 1 - momentum). Received: bn_momentum={bn_momentum!r}"
+        )
+    return SupernetBatchNorm(momentum=float(bn_momentum), epsilon=BN_EPSILON, name=name)
 
 
 def depthwise(kernel_size, strides, name):

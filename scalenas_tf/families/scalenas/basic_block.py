@@ -11,6 +11,7 @@ class BasicBlock(keras.layers.Layer):
 
     Args:
         filters: int. Input and output channels.
+        bn_momentum: float. Keras momentum of the BN layers (PyTorch's is `1 - bn_momentum`).
 
     Call arguments:
         inputs: float tensor `(batch, h, w, filters)`.
@@ -20,15 +21,16 @@ class BasicBlock(keras.layers.Layer):
         He et al., "Deep Residual Learning for Image Recognition", CVPR 2016.
     """
 
-    def __init__(self, filters, **kwargs):
+    def __init__(self, filters, bn_momentum=common.BN_MOMENTUM, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(filters, int) or filters < 1:
             raise ValueError(f"`filters` must be a positive int. Received: filters={filters!r}")
         self.filters = filters
+        self.bn_momentum = bn_momentum
         self.conv1 = common.conv2d(filters, 3, name=f"{self.name}_conv1")
-        self.bn1 = common.batch_norm(f"{self.name}_bn1")
+        self.bn1 = common.batch_norm(f"{self.name}_bn1", bn_momentum)
         self.conv2 = common.conv2d(filters, 3, name=f"{self.name}_conv2")
-        self.bn2 = common.batch_norm(f"{self.name}_bn2")
+        self.bn2 = common.batch_norm(f"{self.name}_bn2", bn_momentum)
 
     def build(self, input_shape):
         shape = common.channels_shape(self.filters)
@@ -52,5 +54,5 @@ class BasicBlock(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"filters": self.filters})
+        config.update({"filters": self.filters, "bn_momentum": self.bn_momentum})
         return config

@@ -13,6 +13,7 @@ class Bottleneck(keras.layers.Layer):
     Args:
         in_channels: int. Input channels.
         planes: int. Bottleneck width; the output has `4 * planes` channels.
+        bn_momentum: float. Keras momentum of the BN layers (PyTorch's is `1 - bn_momentum`).
 
     Call arguments:
         inputs: float tensor `(batch, h, w, in_channels)`.
@@ -22,24 +23,25 @@ class Bottleneck(keras.layers.Layer):
         He et al., "Deep Residual Learning for Image Recognition", CVPR 2016.
     """
 
-    def __init__(self, in_channels, planes, **kwargs):
+    def __init__(self, in_channels, planes, bn_momentum=common.BN_MOMENTUM, **kwargs):
         super().__init__(**kwargs)
         for arg, value in (("in_channels", in_channels), ("planes", planes)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{arg}` must be a positive int. Received: {arg}={value!r}")
         self.in_channels = in_channels
         self.planes = planes
+        self.bn_momentum = bn_momentum
         self.out_channels = planes * tasks.BOTTLENECK_EXPANSION
         self.conv1 = common.conv2d(planes, 1, name=f"{self.name}_conv1")
-        self.bn1 = common.batch_norm(f"{self.name}_bn1")
+        self.bn1 = common.batch_norm(f"{self.name}_bn1", bn_momentum)
         self.conv2 = common.conv2d(planes, 3, name=f"{self.name}_conv2")
-        self.bn2 = common.batch_norm(f"{self.name}_bn2")
+        self.bn2 = common.batch_norm(f"{self.name}_bn2", bn_momentum)
         self.conv3 = common.conv2d(self.out_channels, 1, name=f"{self.name}_conv3")
-        self.bn3 = common.batch_norm(f"{self.name}_bn3")
+        self.bn3 = common.batch_norm(f"{self.name}_bn3", bn_momentum)
         self.has_projection = in_channels != self.out_channels
         if self.has_projection:
             self.down_conv = common.conv2d(self.out_channels, 1, name=f"{self.name}_down_conv")
-            self.down_bn = common.batch_norm(f"{self.name}_down_bn")
+            self.down_bn = common.batch_norm(f"{self.name}_down_bn", bn_momentum)
 
     def build(self, input_shape):
         self.conv1.build(common.channels_shape(self.in_channels))
@@ -74,5 +76,5 @@ class Bottleneck(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"in_channels": self.in_channels, "planes": self.planes})
+        config.update({"in_channels": self.in_channels, "planes": self.planes, "bn_momentum": self.bn_momentum})
         return config

@@ -48,18 +48,20 @@ class SegmentationHead(keras.layers.Layer):
     Args:
         branch_channels: tuple of ints.
         num_classes: int (Cityscapes: 19).
+        bn_momentum: float. Keras momentum of the BN layers (PyTorch's is `1 - bn_momentum`).
 
     Call arguments:
         inputs: list of branch tensors; returns `(batch, h/4, w/4, num_classes)` logits.
     """
 
-    def __init__(self, branch_channels, num_classes, **kwargs):
+    def __init__(self, branch_channels, num_classes, bn_momentum=common.BN_MOMENTUM, **kwargs):
         super().__init__(**kwargs)
         self.branch_channels = tuple(branch_channels)
         self.num_classes = num_classes
+        self.bn_momentum = bn_momentum
         total = sum(self.branch_channels)
         self.conv1 = common.conv2d(total, 1, use_bias=True, name=f"{self.name}_conv1")
-        self.bn1 = common.batch_norm(f"{self.name}_bn1")
+        self.bn1 = common.batch_norm(f"{self.name}_bn1", bn_momentum)
         self.conv2 = common.conv2d(num_classes, 1, use_bias=True, name=f"{self.name}_conv2")
 
     def build(self, input_shape):
@@ -76,8 +78,10 @@ class SegmentationHead(keras.layers.Layer):
 
     def extract(self, xs):
         h, w = xs[0].shape[1:3]
+        # training=False: Resizing's call defaults to training=True, which Keras would hand on to the
+        # BN after it, so a plain `model(x)` would update the moving statistics.
         ups = [xs[0]] + [
-            keras.layers.Resizing(h, w, interpolation="bilinear", name=f"{self.name}_up{i}")(x)
+            keras.layers.Resizing(h, w, interpolation="bilinear", name=f"{self.name}_up{i}")(x, training=False)
             for i, x in enumerate(xs[1:], start=1)
         ]
         x = keras.layers.Concatenate(name=f"{self.name}_concat")(ups)
@@ -87,7 +91,9 @@ class SegmentationHead(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"branch_channels": self.branch_channels, "num_classes": self.num_classes})
+        config.update(
+            {"branch_channels": self.branch_channels, "num_classes": self.num_classes, "bn_momentum": self.bn_momentum}
+        )
         return config
 
 
@@ -102,22 +108,27 @@ class ClassificationHead(keras.layers.Layer):
     Args:
         branch_channels: tuple of ints (at most 4 branches).
         num_classes: int (ImageNet: 1000).
+        bn_momentum: float. Keras momentum of the BN layers (PyTorch's is `1 - bn_momentum`).
 
     Call arguments:
         inputs: list of branch tensors; returns `(batch, num_classes)` logits.
     """
 
-    def __init__(self, branch_channels, num_classes, **kwargs):
+    def __init__(self, branch_channels, num_classes, bn_momentum=common.BN_MOMENTUM, **kwargs):
         super().__init__(**kwargs)
         self.branch_channels = tuple(branch_channels)
         self.num_classes = num_classes
+        self.bn_momentum = bn_momentum
         head = tasks.CLS_HEAD_CHANNELS
         if len(self.branch_channels) > len(head):
             raise ValueError(
                 f"The classification head supports up to {len(head)} branches. "
                 f"Received: branch_channels={branch_channels}"
             )
-        self.incre = [Bottleneck(c, head[i], name=f"{self.name}_incre{i}") for i, c in enumerate(self.branch_channels)]
+        self.incre = [
+            Bottleneck(c, head[i], bn_momentum, name=f"{self.name}_incre{i}")
+            for i, c in enumerate(self.branch_channels)
+        ]
         self.down_convs, self.down_bns = [], []
         for i in range(len(self.branch_channels) - 1):
             self.down_convs.append(
@@ -125,9 +136,9 @@ class ClassificationHead(keras.layers.Layer):
                     self.incre[i + 1].out_channels, 3, strides=2, use_bias=True, name=f"{self.name}_down{i}_conv"
                 )
             )
-            self.down_bns.append(common.batch_norm(f"{self.name}_down{i}_bn"))
+            self.down_bns.append(common.batch_norm(f"{self.name}_down{i}_bn", bn_momentum))
         self.final_conv = common.conv2d(tasks.CLS_NUM_FEATURES, 1, use_bias=True, name=f"{self.name}_final_conv")
-        self.final_bn = common.batch_norm(f"{self.name}_final_bn")
+        self.final_bn = common.batch_norm(f"{self.name}_final_bn", bn_momentum)
         self.classifier = keras.layers.Dense(num_classes, name=f"{self.name}_classifier")
 
     def build(self, input_shape):
@@ -161,13 +172,17 @@ class ClassificationHead(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"branch_channels": self.branch_channels, "num_classes": self.num_classes})
+        config.update(
+            {"branch_channels": self.branch_channels, "num_classes": self.num_classes, "bn_momentum": self.bn_momentum}
+        )
         return config
 
 
 HEADS = {"cls": ClassificationHead, "seg": SegmentationHead, "pose": PoseHead}
 
 
-def make_head(task, branch_channels, num_classes, name="head"):
+def make_head(task, branch_channels, num_classes, name="head", bn_momentum=common.BN_MOMENTUM):
     tasks.validate_task(task, num_classes)
-    return HEADS[task](branch_channels, num_classes, name=name)
+    if task == "pose":  # a single conv, no BN
+        return PoseHead(branch_channels, num_classes, name=name)
+    return HEADS[task](branch_channels, num_classes, bn_momentum=bn_momentum, name=name)

@@ -23,6 +23,9 @@ class HRModule(keras.layers.Layer):
     Args:
         branch_channels: tuple of ints, one per branch (W, 2W, ...).
         depth_choices: sorted tuple of ints; blocks below the smallest choice always run.
+        fusion_upsampling: `"nearest"` or `"bilinear"`: how edges from lower-resolution branches
+            upsample (`FusionEdge`'s `upsampling`).
+        bn_momentum: float. Keras momentum of every BN layer (PyTorch's is `1 - bn_momentum`).
 
     Call arguments:
         inputs: list of B float tensors, branch i of shape `(batch, h_i, w_i, branch_channels[i])`.
@@ -36,20 +39,39 @@ class HRModule(keras.layers.Layer):
         for Visual Recognition", TPAMI 2020.
     """
 
-    def __init__(self, branch_channels, depth_choices=(2, 3, 4, 5), **kwargs):
+    def __init__(
+        self,
+        branch_channels,
+        depth_choices=(2, 3, 4, 5),
+        fusion_upsampling="nearest",
+        bn_momentum=common.BN_MOMENTUM,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.branch_channels = tuple(int(c) for c in branch_channels)
         self.depth_choices = tuple(int(d) for d in depth_choices)
+        self.fusion_upsampling = fusion_upsampling
+        self.bn_momentum = bn_momentum
         if len(self.branch_channels) < 1:
             raise ValueError(f"`branch_channels` must be non-empty. Received: branch_channels={branch_channels}")
         if not self.depth_choices or list(self.depth_choices) != sorted(set(self.depth_choices)):
             raise ValueError(f"`depth_choices` must be increasing. Received: depth_choices={depth_choices}")
         b, steps = self.num_branches, self.max_steps
         self.blocks = [
-            BasicBlock(self.branch_channels[i], name=f"{self.name}_b{i}_k{s}") for i in range(b) for s in range(steps)
+            BasicBlock(self.branch_channels[i], bn_momentum, name=f"{self.name}_b{i}_k{s}")
+            for i in range(b)
+            for s in range(steps)
         ]
         self.edges = [
-            FusionEdge(k, j, self.branch_channels[k], self.branch_channels[j], name=f"{self.name}_f{j}s{s}k{k}")
+            FusionEdge(
+                k,
+                j,
+                self.branch_channels[k],
+                self.branch_channels[j],
+                upsampling=fusion_upsampling,
+                bn_momentum=bn_momentum,
+                name=f"{self.name}_f{j}s{s}k{k}",
+            )
             for j in range(b)
             for s in range(steps)
             for k in range(b)
@@ -171,7 +193,14 @@ class HRModule(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"branch_channels": self.branch_channels, "depth_choices": self.depth_choices})
+        config.update(
+            {
+                "branch_channels": self.branch_channels,
+                "depth_choices": self.depth_choices,
+                "fusion_upsampling": self.fusion_upsampling,
+                "bn_momentum": self.bn_momentum,
+            }
+        )
         return config
 
 

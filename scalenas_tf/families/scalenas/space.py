@@ -35,6 +35,10 @@ from scalenas_tf.arch import EncodedArch
 from scalenas_tf.arch import short
 
 ARCH_FORMAT = "scalenas_tf.arch/v1"
+# How a fusion edge brings a lower-resolution branch up to its target: "nearest" (the ScaleNAS
+# supernet, pose HRNet, timm) or "bilinear" (HRNetV2 segmentation: half-pixel centres, to the
+# target's exact size).
+FUSION_UPSAMPLING = ("nearest", "bilinear")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +123,13 @@ class ScaleNASSpace(ArchFiles):
             "smallest", 13.62M for W32 pose).
         stem_channels: int. Channels of the two stride-2 stem convs and layer1's bottleneck width.
         layer1_blocks: int. Bottlenecks in layer1 (HRNet: 4, output `4 * stem_channels`).
+        fusion_upsampling: `"nearest"` (default: the ScaleNAS supernet, pose HRNet and timm repeat
+            pixels by 2**(k-j) and crop to the target) or `"bilinear"` (the HRNetV2 segmentation
+            code: `F.interpolate(size=target, mode="bilinear", align_corners=False)`, i.e. half-pixel
+            centres to the target's exact size). Changes no parameter or MAC count.
+        bn_momentum: float in [0, 1). Every BatchNormalization's momentum in Keras's convention
+            (the weight of the old moving statistics; PyTorch's momentum is `1 - bn_momentum`).
+            Default 0.9 (PyTorch's default 0.1); the authors' segmentation code uses 0.99.
 
     Example:
     >>> space = ScaleNASSpace(width=32)
@@ -137,6 +148,8 @@ class ScaleNASSpace(ArchFiles):
     multi_scale_output: bool = True
     stem_channels: int = 64
     layer1_blocks: int = 4
+    fusion_upsampling: str = "nearest"
+    bn_momentum: float = 0.9
 
     def __post_init__(self):
         def positive_int(name, value):
@@ -154,6 +167,22 @@ class ScaleNASSpace(ArchFiles):
             object.__setattr__(self, name, tuple(int(v) for v in items))
         if not isinstance(self.multi_scale_output, (bool, np.bool_)):
             raise ValueError(f"`multi_scale_output` must be true or false. Received: {self.multi_scale_output!r}")
+        if not isinstance(self.fusion_upsampling, str) or self.fusion_upsampling not in FUSION_UPSAMPLING:
+            raise ValueError(
+                f"`fusion_upsampling` must be one of {list(FUSION_UPSAMPLING)}. "
+                f"Received: fusion_upsampling={self.fusion_upsampling!r}"
+            )
+        momentum = self.bn_momentum
+        if (
+            isinstance(momentum, (bool, np.bool_))
+            or not isinstance(momentum, (int, float, np.integer, np.floating))
+            or not 0.0 <= momentum < 1.0
+        ):
+            raise ValueError(
+                "`bn_momentum` must be a number in [0, 1) (Keras convention: the weight of the old moving "
+                f"statistics, PyTorch's 1 - momentum). Received: bn_momentum={momentum!r}"
+            )
+        object.__setattr__(self, "bn_momentum", float(momentum))  # JSON-able, as the layers store it
         if (
             not self.depth_choices
             or min(self.depth_choices) < 1

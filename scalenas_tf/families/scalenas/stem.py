@@ -13,24 +13,26 @@ class Stem(keras.layers.Layer):
     Args:
         channels: int. Width of the stem convs and layer1's bottleneck width (HRNet: 64).
         num_blocks: int. Bottlenecks in layer1 (HRNet: 4).
+        bn_momentum: float. Keras momentum of the BN layers (PyTorch's is `1 - bn_momentum`).
 
     Call arguments:
         inputs: float tensor `(batch, h, w, 3)`.
         training: bool.
     """
 
-    def __init__(self, channels=64, num_blocks=4, **kwargs):
+    def __init__(self, channels=64, num_blocks=4, bn_momentum=common.BN_MOMENTUM, **kwargs):
         super().__init__(**kwargs)
         self.channels = channels
         self.num_blocks = num_blocks
+        self.bn_momentum = bn_momentum
         self.conv1 = common.conv2d(channels, 3, strides=2, name=f"{self.name}_conv1")
-        self.bn1 = common.batch_norm(f"{self.name}_bn1")
+        self.bn1 = common.batch_norm(f"{self.name}_bn1", bn_momentum)
         self.conv2 = common.conv2d(channels, 3, strides=2, name=f"{self.name}_conv2")
-        self.bn2 = common.batch_norm(f"{self.name}_bn2")
+        self.bn2 = common.batch_norm(f"{self.name}_bn2", bn_momentum)
         self.blocks = []
         in_channels = channels
         for n in range(num_blocks):
-            self.blocks.append(Bottleneck(in_channels, channels, name=f"{self.name}_layer1_b{n}"))
+            self.blocks.append(Bottleneck(in_channels, channels, bn_momentum, name=f"{self.name}_layer1_b{n}"))
             in_channels = self.blocks[-1].out_channels
         self.out_channels = in_channels
 
@@ -58,5 +60,5 @@ class Stem(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"channels": self.channels, "num_blocks": self.num_blocks})
+        config.update({"channels": self.channels, "num_blocks": self.num_blocks, "bn_momentum": self.bn_momentum})
         return config

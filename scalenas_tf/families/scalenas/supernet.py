@@ -60,15 +60,24 @@ class ScaleNASSupernet(Supernet):
         channels = space.branch_channels()
 
         # === Layers ===
-        self.stem = Stem(space.stem_channels, space.layer1_blocks, name="stem")
+        momentum = space.bn_momentum
+        self.stem = Stem(space.stem_channels, space.layer1_blocks, momentum, name="stem")
         self.transitions, self.hr_modules = [], []
         prev = (self.stem.out_channels,)
         for stage, module, branches in space.module_layout():
             if module == 0:
-                self.transitions.append(Transition(prev, channels[:branches], name=f"trans{stage}"))
+                self.transitions.append(Transition(prev, channels[:branches], momentum, name=f"trans{stage}"))
                 prev = channels[:branches]
-            self.hr_modules.append(HRModule(channels[:branches], space.depth_choices, name=f"s{stage}m{module}"))
-        self.head = heads.make_head(task, channels, num_classes)
+            self.hr_modules.append(
+                HRModule(
+                    channels[:branches],
+                    space.depth_choices,
+                    space.fusion_upsampling,
+                    momentum,
+                    name=f"s{stage}m{module}",
+                )
+            )
+        self.head = heads.make_head(task, channels, num_classes, bn_momentum=momentum)
 
         # Static slices of the arch vector, one per module.
         self._slices, offset = [], 0

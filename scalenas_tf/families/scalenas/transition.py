@@ -16,16 +16,18 @@ class Transition(keras.layers.Layer):
     Args:
         in_channels: tuple of ints. Input branch widths.
         out_channels: tuple of ints. Output branch widths (at least as many).
+        bn_momentum: float. Keras momentum of the BN layers (PyTorch's is `1 - bn_momentum`).
 
     Call arguments:
         inputs: list of float tensors, one per input branch.
         training: bool.
     """
 
-    def __init__(self, in_channels, out_channels, **kwargs):
+    def __init__(self, in_channels, out_channels, bn_momentum=common.BN_MOMENTUM, **kwargs):
         super().__init__(**kwargs)
         self.in_channels = tuple(int(c) for c in in_channels)
         self.out_channels = tuple(int(c) for c in out_channels)
+        self.bn_momentum = bn_momentum
         if len(self.out_channels) < len(self.in_channels):
             raise ValueError(
                 f"A transition cannot drop branches. Received: in_channels={in_channels}, out_channels={out_channels}"
@@ -39,7 +41,7 @@ class Transition(keras.layers.Layer):
                     path.append(
                         (
                             common.conv2d(out, 3, name=f"{self.name}_b{i}_conv0"),
-                            common.batch_norm(f"{self.name}_b{i}_bn0"),
+                            common.batch_norm(f"{self.name}_b{i}_bn0", bn_momentum),
                         )
                     )
             else:
@@ -49,7 +51,7 @@ class Transition(keras.layers.Layer):
                     path.append(
                         (
                             common.conv2d(width, 3, strides=2, name=f"{self.name}_b{i}_conv{t}"),
-                            common.batch_norm(f"{self.name}_b{i}_bn{t}"),
+                            common.batch_norm(f"{self.name}_b{i}_bn{t}", bn_momentum),
                         )
                     )
             self.paths.append(path)
@@ -86,5 +88,7 @@ class Transition(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"in_channels": self.in_channels, "out_channels": self.out_channels})
+        config.update(
+            {"in_channels": self.in_channels, "out_channels": self.out_channels, "bn_momentum": self.bn_momentum}
+        )
         return config

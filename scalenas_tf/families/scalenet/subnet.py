@@ -86,7 +86,8 @@ def extract(supernet, arch: ScaleNetArch, input_size=None, name=None) -> Extract
         raise ValueError(f"Extraction left supernet weights without a layer: {sorted(weights)}")
     if size != (px, px):
         inputs = keras.Input((*size, 3), name="image")
-        resized = keras.layers.Resizing(px, px, interpolation="bilinear", name="resize")(inputs)
+        # training=False: Resizing defaults to training=True, which Keras would hand on to every BN.
+        resized = keras.layers.Resizing(px, px, interpolation="bilinear", name="resize")(inputs, training=False)
         model = keras.Model(inputs, model(resized), name=model.name)
     report = {"strategy": {"depth": arch.depth, "width": arch.width, "resolution": px}, "depths": list(net.depths)}
     return Extraction(model, report)

@@ -392,3 +392,42 @@ def test_cost_to_dict():
     assert cost.gflops_hrnet == cost.macs / 2**30
     assert d["gflops_hrnet"] != pytest.approx(d["gmacs"], rel=0.05)  # the 7.4% the two conventions differ
     assert cost.keras_count_params == cost.live_params + 2 * cost.live_bn_channels
+
+
+# === Space options that change no count ===
+
+
+@pytest.mark.parametrize("task, num_classes", [("pose", 17), ("seg", 19), ("cls", 1000)])
+def test_fusion_upsampling_and_bn_momentum_change_no_count(task, num_classes):
+    """Upsampling holds no weights or MACs and BN momentum no weights: every count is equal."""
+    base = ScaleNASSpace(width=32, multi_scale_output=task != "pose")
+    other = ScaleNASSpace(width=32, multi_scale_output=task != "pose", fusion_upsampling="bilinear", bn_momentum=0.99)
+    archs = [base.hrnet(), base.largest(), base.smallest(), base.sample(np.random.default_rng(3))]
+    for arch in archs:
+        for size in ((256, 192), (225, 97)):
+            assert count(other, arch, task, num_classes, size) == count(base, arch, task, num_classes, size)
+
+
+def test_configs_fusion_upsampling_and_bn_momentum():
+    """Seg uses the authors' settings (bilinear, 0.99) with HRNetV2-W32's published counts unchanged;
+    pose, cls and the benchmarked small configs keep nearest and 0.9."""
+    from configs import quickstart
+    from configs import scalenas_cls
+    from configs import scalenas_pose
+    from configs import scalenas_seg
+    from configs import shapes_seg
+    from scalenas_tf.experiment import Experiment
+
+    seg = Experiment.from_config(scalenas_seg.get_config("w32")).space
+    assert (seg.fusion_upsampling, seg.bn_momentum) == ("bilinear", 0.99)
+    cost = count(seg, seg.hrnet(), task="seg", num_classes=19, input_size=SEG_SIZE)
+    assert cost.params == 29_546_515
+    assert f"{cost.gflops_hrnet:.3f}" == "336.418"
+    for config in (
+        scalenas_pose.get_config("w32"),
+        scalenas_cls.get_config("w18"),
+        quickstart.get_config(),
+        shapes_seg.get_config(),
+    ):
+        space = Experiment.from_config(config).space
+        assert (space.fusion_upsampling, space.bn_momentum) == ("nearest", 0.9)

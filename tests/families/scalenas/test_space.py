@@ -1,6 +1,7 @@
 """Tests for scalenas_tf.families.scalenas.space (pure Python: no TensorFlow is imported here)."""
 
 import copy
+import dataclasses
 import json
 import pathlib
 import re
@@ -97,6 +98,68 @@ def test_space_constructor_errors_name_argument(kwargs, name):
     with pytest.raises(ValueError, match=re.escape(f"`{name}`")) as info:
         ScaleNASSpace(**kwargs)
     assert f"Received: {name}=" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"fusion_upsampling": "bicubic"}, "fusion_upsampling"),
+        ({"fusion_upsampling": "Bilinear"}, "fusion_upsampling"),
+        ({"fusion_upsampling": None}, "fusion_upsampling"),
+        ({"fusion_upsampling": ["bilinear"]}, "fusion_upsampling"),
+        ({"bn_momentum": 1.0}, "bn_momentum"),
+        ({"bn_momentum": 1.5}, "bn_momentum"),
+        ({"bn_momentum": -0.01}, "bn_momentum"),
+        ({"bn_momentum": float("nan")}, "bn_momentum"),
+        ({"bn_momentum": "0.99"}, "bn_momentum"),
+        ({"bn_momentum": True}, "bn_momentum"),
+        ({"bn_momentum": None}, "bn_momentum"),
+    ],
+)
+def test_fusion_upsampling_and_bn_momentum_are_validated(kwargs, name):
+    with pytest.raises(ValueError, match=re.escape(f"`{name}`")) as info:
+        ScaleNASSpace(**kwargs)
+    assert f"Received: {name}=" in str(info.value)
+
+
+def test_fusion_upsampling_and_bn_momentum_defaults_and_round_trip():
+    """Defaults are today's behaviour; the fields survive `dataclasses.asdict` through JSON (how the
+    supernet's config stores its space); a stored space from before the fields loads as the defaults."""
+    default = ScaleNASSpace(width=8)
+    assert (default.fusion_upsampling, default.bn_momentum) == ("nearest", 0.9)
+    space = ScaleNASSpace(width=8, fusion_upsampling="bilinear", bn_momentum=0.99)
+    stored = json.loads(json.dumps(dataclasses.asdict(space)))
+    assert stored["fusion_upsampling"] == "bilinear" and stored["bn_momentum"] == 0.99
+    assert ScaleNASSpace(**stored) == space
+    old = {k: v for k, v in dataclasses.asdict(default).items() if k not in ("fusion_upsampling", "bn_momentum")}
+    assert ScaleNASSpace(**old) == default
+    assert isinstance(ScaleNASSpace(bn_momentum=np.float32(0.5)).bn_momentum, float)
+    assert ScaleNASSpace(bn_momentum=0).bn_momentum == 0.0
+    # The options belong to the network, not to the arch encoding: arch hashes do not change.
+    assert space.hrnet().hash() == ScaleNASSpace(width=8).hrnet().hash()
+    assert ScaleNASSpace(width=32, fusion_upsampling="bilinear").hrnet().hash() == GOLDEN_HRNET_HASH
+
+
+def test_config_fields_reach_the_space_and_bad_values_name_the_field():
+    from scalenas_tf import registry
+    from scalenas_tf.experiment import ConfigError
+    from scalenas_tf.experiment import Experiment
+
+    family = registry.get("scalenas")
+    assert {"fusion_upsampling", "bn_momentum"} <= set(family.space_fields())
+    space = family.build_space({"width": 8, "fusion_upsampling": "bilinear", "bn_momentum": 0.99})
+    assert (space.fusion_upsampling, space.bn_momentum) == ("bilinear", 0.99)
+    config = {
+        "search_space": {"width": 8, "fusion_upsampling": "bilinear"},
+        "model": {"task": "seg", "num_classes": 5, "input_size": (64, 64)},
+    }
+    assert Experiment.from_config(config).space.fusion_upsampling == "bilinear"
+    config["search_space"]["fusion_upsampling"] = "linear"
+    with pytest.raises(ConfigError, match=r"config.search_space.*`fusion_upsampling`.*'linear'"):
+        Experiment.from_config(config)
+    config["search_space"].update(fusion_upsampling="nearest", bn_momentum=1.0)
+    with pytest.raises(ConfigError, match=r"config.search_space.*`bn_momentum`.*Received: bn_momentum=1.0"):
+        Experiment.from_config(config)
 
 
 def test_space_layout_and_channels():

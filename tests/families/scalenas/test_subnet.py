@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -171,3 +172,86 @@ def test_cost_binary_extract_full_size(config, arch, params):
     assert summary["keras_params"] == summary["params"] == summary["live_params"]
     if params is not None:
         assert summary["params"] == params
+
+
+# === HRNetV2 segmentation options: bilinear fusion, BN momentum 0.99 ===
+
+ODD_SIZE = (60, 84)  # branches 15x21, 8x11, 4x6, 2x3: no upsampled size is a factor of its source
+
+
+@pytest.fixture(scope="module")
+def bilinear():
+    space = ScaleNASSpace(width=8, num_modules=(1, 1, 1), fusion_upsampling="bilinear", bn_momentum=0.99)
+    net = ScaleNASSupernet(space, task="seg", num_classes=5)
+    net.build((None, None, None, 3))
+    randomize_batch_norm(net, images=_images(9, ODD_SIZE))
+    return net
+
+
+def _batch_norms(model):
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+
+
+@pytest.mark.parametrize("size", [SIZE, ODD_SIZE])
+def test_bilinear_extracted_matches_supernet_with_counted_params(bilinear, size):
+    """Bilinear fusion and BN momentum 0.99 survive extraction: same outputs (eager, 1e-5), the
+    counter's params (equal to the nearest space's), fusion through Resizing, momentum on every BN."""
+    x = _images(3, size)
+    space = bilinear.space
+    nearest = ScaleNASSpace(width=8, num_modules=(1, 1, 1))
+    for arch in _archs(space):
+        static = extract_subnet(bilinear, arch, input_size=size)
+        want = bilinear(x, arch=arch, training=False).numpy()
+        np.testing.assert_allclose(static(x, training=False).numpy(), want, atol=1e-5, rtol=0)
+
+        counted = cost.count(space, arch, "seg", 5, size)
+        assert counted == cost.count(nearest, arch, "seg", 5, size)
+        assert static.count_params() == counted.keras_count_params
+        kinds = [type(layer).__name__ for layer in static.layers]
+        assert "UpSampling2D" not in kinds
+        resizes = [layer.name for layer in static.layers if isinstance(layer, keras.layers.Resizing)]
+        fusion_resizes = [name for name in resizes if not name.startswith("head_")]
+        assert len(fusion_resizes) == sum(k > j for m in arch.modules for j, _, k in m.edges())
+        assert {bn.momentum for bn in _batch_norms(static)} == {0.99}
+    assert {bn.momentum for bn in _batch_norms(bilinear)} == {0.99}
+
+
+def test_bilinear_extracted_matches_supernet_in_one_traced_function(bilinear):
+    x = tf.constant(_images(4, ODD_SIZE))
+    forward = tf.function(lambda images, vector: bilinear(images, arch=vector, training=False))
+    space = bilinear.space
+    for arch in [space.largest(), space.hrnet(), space.sample(np.random.default_rng(12))]:
+        static = extract_subnet(bilinear, arch, input_size=ODD_SIZE)
+        want = forward(x, tf.constant(space.to_vector(arch))).numpy()
+        np.testing.assert_allclose(static(x, training=False).numpy(), want, atol=1e-4, rtol=0)
+    assert forward.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.slow
+def test_bilinear_subnet_exports_to_tflite_resize_bilinear(bilinear, tmp_path):
+    """SavedModel and TFLite of a bilinear-fusion subnet: fusion converts to RESIZE_BILINEAR (builtin
+    ops only) and the TFLite logits match the supernet's."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from scalenas_tf.data import pipeline
+    from scalenas_tf.export import parity
+    from scalenas_tf.export import serving
+
+    space = bilinear.space
+    arch = space.hrnet()
+    static = extract_subnet(bilinear, arch, input_size=ODD_SIZE)
+    saved = serving.save_saved_model(static, "seg", ODD_SIZE, str(tmp_path / "saved_model"))
+    path = serving.save_tflite(saved, str(tmp_path / "model.tflite"))
+    ops = [op["op_name"] for op in Interpreter(model_path=path)._get_ops_details()]
+    assert "RESIZE_NEAREST_NEIGHBOR" not in ops
+    # hrnet's low-to-high fusion edges (1 + 3 + 6 in its three modules of 2, 3, 4 branches), the
+    # head's 3 branch resizes and the serving output's one.
+    assert ops.count("RESIZE_BILINEAR") == 10 + 3 + 1
+    images = np.random.default_rng(8).uniform(size=(2, *ODD_SIZE, 3)).astype("float32")
+    want = bilinear(pipeline.normalize(images), arch=arch, training=False).numpy()
+    got = parity.run_tflite(path, images)["logits"]
+    assert np.abs(got - want).max() <= 1e-4 * max(1.0, np.abs(want).max())

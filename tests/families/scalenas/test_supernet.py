@@ -128,3 +128,82 @@ def test_compute_follows_the_subnet():
     assert ratio < 0.5
     assert forward.experimental_get_tracing_count() == 1
     assert t_small < 0.8 * t_large, (t_small, t_large)
+
+
+# === Space options: fusion upsampling and BN momentum ===
+
+TINY = dict(width=4, num_modules=(1, 1, 1), stem_channels=8, layer1_blocks=1)
+
+
+def _batch_norms(model):
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+
+
+@pytest.mark.parametrize("task, num_classes", [("seg", 5), ("pose", 4), ("cls", 7)])
+def test_bn_momentum_reaches_every_batch_norm(task, num_classes):
+    default = ScaleNASSupernet(ScaleNASSpace(**TINY), task=task, num_classes=num_classes)
+    assert {bn.momentum for bn in _batch_norms(default)} == {0.9}
+    net = ScaleNASSupernet(ScaleNASSpace(**TINY, bn_momentum=0.99), task=task, num_classes=num_classes)
+    norms = _batch_norms(net)
+    assert len(norms) == len(_batch_norms(default)) > 50
+    assert {bn.momentum for bn in norms} == {0.99}
+
+
+def test_fusion_upsampling_reaches_every_edge():
+    net = ScaleNASSupernet(ScaleNASSpace(**TINY, fusion_upsampling="bilinear"), task="seg", num_classes=5)
+    assert {e.upsampling for m in net.hr_modules for e in m.edges} == {"bilinear"}
+    default = ScaleNASSupernet(ScaleNASSpace(**TINY), task="seg", num_classes=5)
+    assert {e.upsampling for m in default.hr_modules for e in m.edges} == {"nearest"}
+
+
+def test_space_options_survive_config_and_keras_file(tmp_path):
+    space = ScaleNASSpace(**TINY, fusion_upsampling="bilinear", bn_momentum=0.99)
+    net = ScaleNASSupernet(space, task="seg", num_classes=5)
+    net.build((None, None, None, 3))
+    randomize_batch_norm(net, seed=5)
+    config = net.get_config()
+    assert config["space"]["fusion_upsampling"] == "bilinear" and config["space"]["bn_momentum"] == 0.99
+    assert ScaleNASSupernet.from_config(config).space == space
+
+    # A config stored before the fields existed loads as nearest and 0.9.
+    old = dict(
+        config, space={k: v for k, v in config["space"].items() if k not in ("fusion_upsampling", "bn_momentum")}
+    )
+    assert ScaleNASSupernet.from_config(old).space == ScaleNASSpace(**TINY)
+
+    x = np.random.default_rng(6).normal(size=(1, 36, 52, 3)).astype("float32")  # odd branch sizes
+    arch = space.sample(np.random.default_rng(7))
+    path = tmp_path / "supernet.keras"
+    net.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.space == space
+    assert {bn.momentum for bn in _batch_norms(loaded)} == {0.99}
+    np.testing.assert_allclose(
+        loaded(x, arch=arch, training=False).numpy(), net(x, arch=arch, training=False).numpy(), atol=1e-6
+    )
+
+
+def test_bilinear_supernet_trains_in_one_trace():
+    """A compiled training step with bilinear fusion: one trace for several archs and input sizes,
+    gradients reach the low-to-high edges' convs."""
+    space = ScaleNASSpace(**TINY, fusion_upsampling="bilinear")
+    net = ScaleNASSupernet(space, task="seg", num_classes=5)
+    net.build((None, None, None, 3))
+    edge = net.hr_modules[0].edge(0, space.max_steps - 1, 1)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, None, None, 3)), tf.TensorSpec((None,), tf.int32)])
+    def step(images, vector):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(net(images, arch=vector, training=True)))
+        return tape.gradient(loss, edge.convs[0].kernel)
+
+    largest = tf.constant(space.to_vector(space.largest()))
+    for size in ((36, 52), (32, 32)):
+        grad = step(tf.random.normal((2, *size, 3)), largest)
+        assert np.abs(grad.numpy()).max() > 0
+    step(tf.random.normal((2, 32, 32, 3)), tf.constant(space.to_vector(space.smallest())))
+    assert step.experimental_get_tracing_count() == 1
