@@ -63,10 +63,18 @@ class Examples:
 @dataclasses.dataclass(frozen=True)
 class Source:
     """A dataset: `load(split, image_size, num_examples=None, seed=0, **source_kwargs) -> Examples`, and
-    the tasks it serves mapped to their head's output channels."""
+    the tasks it serves mapped to their head's output channels.
+
+    A pose source scored by COCO keypoint AP also gives `ground_truth(split, **source_kwargs)` (a
+    COCO-format dict), the `pose_fields` its examples carry for mapping predictions back to the
+    image (`transform`, `image_id`, `annotation_id`) and the `flip_pairs` of its joints.
+    """
 
     load: Callable[..., Examples]
     num_classes: Mapping[str, int]
+    ground_truth: Callable[..., dict] | None = None
+    pose_fields: tuple[str, ...] = ()
+    flip_pairs: tuple[tuple[int, int], ...] = ()
 
 
 def _load_shapes(split, image_size, num_examples=None, seed=0, **kwargs):
@@ -83,7 +91,13 @@ SOURCES = {
     "cifar10": Source(tfds_sources.classification("cifar10", 10), {"cls": 10}),
     "imagenet2012": Source(tfds_sources.classification("imagenet2012", 1000), {"cls": 1000}),
     "cityscapes": Source(tfds_sources.cityscapes, {"seg": len(tfds_sources.CITYSCAPES_CLASS_NAMES)}),
-    "coco_keypoints": Source(tfds_sources.coco_keypoints, {"pose": 17}),
+    "coco_keypoints": Source(
+        tfds_sources.coco_keypoints,
+        {"pose": 17},
+        ground_truth=tfds_sources.coco_ground_truth,
+        pose_fields=("transform", "image_id", "annotation_id"),
+        flip_pairs=((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)),
+    ),
 }
 # The example fields each task reads.
 _TASK_FIELDS = {"cls": ("image", "label"), "seg": ("image", "mask"), "pose": ("image", "keypoints", "keypoint_visible")}

@@ -41,6 +41,11 @@ class SubnetEvaluator:
         validation_batches: list of `(images, targets)` for the metric.
         recalibrate: bool. False skips BN recalibration (for ablations; metrics then use the
             supernet's shared statistics, which are right for no single arch).
+        keypoint_ground_truth: for pose, a COCO-format ground truth (dict or path): the metric is then
+            COCO keypoint AP (`evaluation.keypoints.evaluate_coco`, HRNet's validation) instead of PCK,
+            and the validation targets must carry `transform` and `image_id`.
+        flip_pairs: with `keypoint_ground_truth`, the joints' left/right pairs for the flip test (the
+            mirrored crops are scored too and averaged); None skips it.
 
     Example:
     >>> evaluator = SubnetEvaluator(supernet, take_batches(train, 4), take_batches(val, 8))
@@ -48,11 +53,23 @@ class SubnetEvaluator:
     0.41
     """
 
-    def __init__(self, supernet, calibration_batches, validation_batches, recalibrate=True):
+    def __init__(
+        self,
+        supernet,
+        calibration_batches,
+        validation_batches,
+        recalibrate=True,
+        keypoint_ground_truth=None,
+        flip_pairs=None,
+    ):
         self.supernet = supernet
         self.task = supernet.task
         self.num_classes = supernet.num_classes
-        self.metric_name = metrics.METRIC_NAMES[self.task]
+        if keypoint_ground_truth is not None and self.task != "pose":
+            raise ValueError(f"`keypoint_ground_truth` scores pose models. Received: task={self.task!r}")
+        self.keypoint_ground_truth = keypoint_ground_truth
+        self.flip_pairs = None if flip_pairs is None else tuple(tuple(p) for p in flip_pairs)
+        self.metric_name = "coco_ap" if keypoint_ground_truth is not None else metrics.METRIC_NAMES[self.task]
         self.calibration_batches = list(calibration_batches)
         self.validation_batches = list(validation_batches)
         if not self.validation_batches:
@@ -63,6 +80,10 @@ class SubnetEvaluator:
         self._calibrator = BatchNormCalibrator(supernet) if recalibrate else None
         self._cache: dict[str, dict[str, Any]] = {}
         self._statistic = tf.function(self._batch_statistic, reduce_retracing=True)
+        self._predict = tf.function(self._outputs, reduce_retracing=True)
+
+    def _outputs(self, images, vector):
+        return self.supernet(images, arch=vector, training=False)
 
     def _batch_statistic(self, images, targets, vector):
         outputs = self.supernet(images, arch=vector, training=False)
@@ -88,14 +109,26 @@ class SubnetEvaluator:
         if self._calibrator is not None:
             self._calibrator(arch, self.calibration_batches, len(self.calibration_batches))
         vector = tf.constant(self.supernet.space.to_vector(arch), tf.int32)
-        total = None
-        for images, targets in self.validation_batches:
-            statistic = self._statistic(images, targets, vector).numpy()
-            total = statistic if total is None else total + statistic
+        if self.keypoint_ground_truth is not None:
+            from scalenas_tf.evaluation import keypoints
+
+            stats = keypoints.evaluate_coco(
+                lambda images: self._predict(images, vector).numpy(),
+                self.validation_batches,
+                self.keypoint_ground_truth,
+                flip_pairs=self.flip_pairs,
+            )
+            metric, details = stats["AP"], stats
+        else:
+            total = None
+            for images, targets in self.validation_batches:
+                statistic = self._statistic(images, targets, vector).numpy()
+                total = statistic if total is None else total + statistic
+            metric, details = metrics.metric_from_statistic(self.task, total), metrics.metric_details(self.task, total)
         result = {
-            "metric": metrics.metric_from_statistic(self.task, total),
+            "metric": metric,
             "metric_name": self.metric_name,
-            "details": metrics.metric_details(self.task, total),
+            "details": details,
             "seconds": round(time.perf_counter() - start, 4),
         }
         self._cache[key] = result
@@ -104,6 +137,17 @@ class SubnetEvaluator:
     def constant_baseline(self) -> dict[str, Any]:
         """The metric of an image-blind predictor: the most frequent calibration (training) class for
         seg and cls, the heatmap centre for pose. What a trained subnet must beat."""
+        if self.keypoint_ground_truth is not None:
+            from scalenas_tf.evaluation import keypoints
+
+            def centre_peaks(images):
+                shape = self.validation_batches[0][1]["heatmaps"].shape
+                maps = np.zeros((len(images), *shape[1:]), np.float32)
+                maps[:, (shape[1] - 1) // 2, (shape[2] - 1) // 2, :] = 1.0
+                return maps
+
+            stats = keypoints.evaluate_coco(centre_peaks, self.validation_batches, self.keypoint_ground_truth)
+            return {"metric": stats["AP"], "metric_name": self.metric_name, "constant": "heatmap centre"}
         if self.task == "pose":
             heatmaps = self.validation_batches[0][1]["heatmaps"]
             constant = ((heatmaps.shape[1] - 1) / 2.0, (heatmaps.shape[2] - 1) / 2.0)
@@ -140,6 +184,8 @@ def make_evaluator(experiment, supernet) -> SubnetEvaluator:
         num_examples=search.calibration_batches * search.calibration_batch_size,
         source_kwargs=data.source_kwargs,
     )
+    source = pipeline.SOURCES[data.source]
+    coco = model.task == "pose" and source.ground_truth is not None
     validation = pipeline.make_dataset(
         model.task,
         "validation",
@@ -149,10 +195,13 @@ def make_evaluator(experiment, supernet) -> SubnetEvaluator:
         seed=experiment.seed,
         num_examples=search.validation_examples,
         source_kwargs=data.source_kwargs,
+        pose_fields=source.pose_fields if coco else (),
     )
     return SubnetEvaluator(
         supernet,
         take_batches(calibration, search.calibration_batches, "calibration data"),
         take_batches(validation, -(-search.validation_examples // search.batch_size), "validation data"),
         recalibrate=search.recalibrate,
+        keypoint_ground_truth=source.ground_truth("validation", **data.source_kwargs) if coco else None,
+        flip_pairs=source.flip_pairs if coco else None,
     )

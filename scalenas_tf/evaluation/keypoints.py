@@ -116,9 +116,10 @@ def evaluate_coco(predict, batches, ground_truth, flip_pairs=None):
     Args:
         predict: `images -> heatmaps` (a Keras model or any callable), `(B, H, W, 3)` normalized
             images to `(B, ceil(H / 4), ceil(W / 4), K)`.
-        batches: iterable of `(images, targets)` with `targets["transform"]` and `targets["image_id"]`,
-            e.g. `pipeline.make_dataset("pose", "validation", ..., source="coco_keypoints",
-            pose_fields=("transform", "image_id"))`.
+        batches: iterable of `(images, targets)` with `targets["transform"]` and `targets["image_id"]`
+            (and optionally `targets["annotation_id"]`: then a ground-truth dict is restricted to those
+            persons), e.g. `pipeline.make_dataset("pose", "validation", ..., source="coco_keypoints",
+            pose_fields=("transform", "image_id", "annotation_id"))`.
         ground_truth: COCO-format dict or path (`coco_keypoint_ap`).
         flip_pairs: None for no flip test, else the `(left, right)` joint pairs (`FLIP_PAIRS` of
             `data.coco_keypoints`): each crop is also predicted mirrored and `flip_heatmaps` averages.
@@ -126,7 +127,7 @@ def evaluate_coco(predict, batches, ground_truth, flip_pairs=None):
     Returns:
         dict: the `COCO_STAT_NAMES` plus `"instances"` (the number of crops scored).
     """
-    image_ids, points, confidences, scores = [], [], [], []
+    image_ids, annotation_ids, points, confidences, scores = [], [], [], [], []
     for images, targets in batches:
         heatmaps = np.asarray(predict(images), np.float32)
         if flip_pairs is not None:
@@ -137,6 +138,12 @@ def evaluate_coco(predict, batches, ground_truth, flip_pairs=None):
         confidences.extend(confidence)
         scores.extend(instance_score(confidence))
         image_ids.extend(np.asarray(targets["image_id"]).tolist())
+        if "annotation_id" in targets:
+            annotation_ids.extend(np.asarray(targets["annotation_id"]).tolist())
+    if annotation_ids and isinstance(ground_truth, dict):
+        # Score the persons that were cropped: a subset's last image may have persons left out.
+        kept = set(annotation_ids)
+        ground_truth = {**ground_truth, "annotations": [a for a in ground_truth["annotations"] if a["id"] in kept]}
     results = coco_results(image_ids, points, confidences, scores)
     return {**coco_keypoint_ap(ground_truth, results, image_ids=image_ids), "instances": len(results)}
 

@@ -136,6 +136,15 @@ def run(
         raw = serving.RAW_OUTPUT[task]
 
         def metric_of(outputs):
+            if evaluator.keypoint_ground_truth is not None:  # COCO AP (without the flip test here)
+                from scalenas_tf.evaluation import keypoints
+
+                sizes = [int(np.shape(t["heatmaps"])[0]) for t in targets]
+                slices = iter(np.split(np.asarray(outputs[raw]), np.cumsum(sizes)[:-1]))
+                stats = keypoints.evaluate_coco(
+                    lambda images: next(slices), evaluator.validation_batches, evaluator.keypoint_ground_truth
+                )
+                return stats["AP"]
             total, offset = None, 0
             for t in targets:
                 n = int(np.shape(t["heatmaps"] if isinstance(t, dict) else t)[0])

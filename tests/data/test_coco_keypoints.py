@@ -1,5 +1,6 @@
 """coco_keypoints: the TFDS builder on a tiny COCO directory, its filters and clipping, `load` and detections."""
 
+import functools
 import importlib.util
 import json
 import shutil
@@ -364,3 +365,90 @@ def test_oracle_heatmaps_score_high_coco_ap(prepared):
     shifted = iter([np.roll(targets["heatmaps"], (3, 3), axis=(1, 2)) for _, targets in batches])
     worse = keypoints.evaluate_coco(lambda images: next(shifted), batches, ground_truth)
     assert worse["AP"] < stats["AP"]
+
+
+def test_ground_truth_rebuilt_from_the_dataset(prepared):
+    from scalenas_tf.data import tfds_sources
+
+    data_dir, manual_dir = prepared
+    truth = tfds_sources.coco_ground_truth("validation", data_dir=str(data_dir), manual_dir=str(manual_dir))
+    # Image sizes from the JPEG headers; (height, width) in _VAL_IMAGES is written (width, height) by COCO.
+    sizes = {image["id"]: (image["height"], image["width"]) for image in truth["images"]}
+    assert set(sizes) == set(_EXPECTED_PERSONS["validation"])
+    annotations = _annotation_by_id()
+    assert [a["id"] for a in truth["annotations"]] == [1001, 1101]
+    for entry in truth["annotations"]:
+        source = annotations[entry["id"]]
+        assert entry["keypoints"] == pytest.approx(source["keypoints"])
+        assert entry["bbox"] == pytest.approx(_EXPECTED_BOXES[entry["id"]])
+        assert entry["image_id"] == source["image_id"] and entry["iscrowd"] == 0
+    for image_id, (height, width) in sizes.items():
+        image = _examples("validation", data_dir)[image_id]["image"]
+        assert image.shape[:2] == (height, width)
+
+
+def test_source_flip_pairs_are_the_builders():
+    from scalenas_tf.data import pipeline
+
+    assert pipeline.SOURCES["coco_keypoints"].flip_pairs == coco_keypoints.FLIP_PAIRS
+
+
+def test_subnet_evaluator_scores_coco_ap(prepared):
+    """A pose supernet scored on the COCO source: AP through the flip test, and the centre baseline."""
+    from scalenas_tf.data import pipeline
+    from scalenas_tf.data import tfds_sources
+    from scalenas_tf.evaluation.evaluator import SubnetEvaluator
+    from scalenas_tf.evaluation.evaluator import take_batches
+    from scalenas_tf.families.scalenas.space import ScaleNASSpace
+    from scalenas_tf.families.scalenas.supernet import ScaleNASSupernet
+
+    data_dir, manual_dir = prepared
+    kwargs = {"data_dir": str(data_dir), "manual_dir": str(manual_dir)}
+    source = pipeline.SOURCES["coco_keypoints"]
+    space = ScaleNASSpace(
+        width=4, depth_choices=(2,), num_modules=(1, 1), num_branches=(2, 3), stem_channels=8, layer1_blocks=1,
+        multi_scale_output=False,
+    )  # fmt: skip
+    supernet = ScaleNASSupernet(space, task="pose", num_classes=17)
+    supernet(np.zeros((1, 64, 48, 3), np.float32))  # build
+    make = functools.partial(pipeline.make_dataset, "pose", input_size=(64, 48), source="coco_keypoints")
+    validation = make("validation", 4, source_kwargs=kwargs, pose_fields=source.pose_fields)
+    calibration = make("train", 2, source_kwargs=kwargs, shuffle=False, repeat=False)
+    evaluator = SubnetEvaluator(
+        supernet,
+        take_batches(calibration, 1),
+        take_batches(validation, 1),
+        keypoint_ground_truth=tfds_sources.coco_ground_truth("validation", **kwargs),
+        flip_pairs=source.flip_pairs,
+    )
+    result = evaluator(space.largest())
+    assert result["metric_name"] == "coco_ap" and 0.0 <= result["metric"] <= 1.0
+    assert result["details"]["AP"] == result["metric"] and result["details"]["instances"] == 2
+    baseline = evaluator.constant_baseline()
+    assert baseline["metric_name"] == "coco_ap" and 0.0 <= baseline["metric"] <= 1.0
+    with pytest.raises(ValueError, match="scores pose models"):
+        SubnetEvaluator(
+            ScaleNASSupernet(space, task="seg", num_classes=3), [], take_batches(validation, 1), recalibrate=False,
+            keypoint_ground_truth={},
+        )  # fmt: skip
+
+
+def test_make_evaluator_scores_coco_ap_for_the_coco_config(prepared):
+    """What bin/search.py and bin/export.py build from `configs/scalenas_pose.py:wN_coco`."""
+    from configs import scalenas_pose
+    from scalenas_tf.evaluation.evaluator import make_evaluator
+    from scalenas_tf.experiment import Experiment
+
+    data_dir, manual_dir = prepared
+    config = scalenas_pose.get_config("w4_coco")
+    config.search_space.update(num_modules=(1, 1, 1), stem_channels=8, layer1_blocks=1)
+    config.model.input_size = (64, 48)
+    config.data.source_kwargs.update(data_dir=str(data_dir), manual_dir=str(manual_dir))
+    config.search.update(calibration_batches=1, calibration_batch_size=2, validation_examples=2, batch_size=2)
+    experiment = Experiment.from_config(config, require=("data", "search"))
+    supernet = experiment.build_supernet()
+    supernet(np.zeros((1, 64, 48, 3), np.float32))
+    evaluator = make_evaluator(experiment, supernet)
+    assert evaluator.metric_name == "coco_ap" and evaluator.flip_pairs == coco_keypoints.FLIP_PAIRS
+    assert [a["id"] for a in evaluator.keypoint_ground_truth["annotations"]] == [1001, 1101]
+    assert 0.0 <= evaluator(experiment.space.smallest())["metric"] <= 1.0
