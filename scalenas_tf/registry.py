@@ -68,6 +68,9 @@ class Family:
         format_cost: `summary -> str`, its human-readable lines.
         load_arch_file: `(space, path, **options) -> arch`; default `space.load_arch(path)`.
         arch_file_options: the options `load_arch_file` takes (e.g. `allow_pickle`).
+        weight_importers: checkpoint source name (e.g. `"timm_hrnet"`) -> `"module:function"`:
+            `(state_dict, model, arch) -> models.weight_import.WeightImport`, mapping a PyTorch
+            state dict onto a supernet or extracted model of `arch`. Default: none.
     """
 
     name: str
@@ -90,6 +93,7 @@ class Family:
     cost_options: tuple[str, ...] = ()
     load_arch_file: Callable[..., Any] | None = None
     arch_file_options: tuple[str, ...] = ()
+    weight_importers: dict[str, str] = dataclasses.field(default_factory=dict)
     description: str = ""
 
     # === Space ===
@@ -172,6 +176,13 @@ class Family:
             return cls(space, seed=seed, **kwargs)
         except TypeError as e:
             raise ValueError(f"config.train.sampler_kwargs {kwargs} do not fit sampler {name!r}: {e}") from None
+
+    def weight_importer(self, source: str):
+        """The importer of checkpoints from `source` (see `weight_importers`)."""
+        if source not in self.weight_importers:
+            known = sorted(self.weight_importers) or "none"
+            raise ValueError(f"Unknown weight source {source!r} for the {self.name} space. Sources it imports: {known}")
+        return _load(self.weight_importers[source])
 
     # === Search ===
 
