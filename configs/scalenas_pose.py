@@ -58,6 +58,12 @@ def _coco(config):
         sampler="grouped",
         sampler_kwargs=dict(sandwich=True),
         teacher="inplace",
+        # ScaleNAS starts from a pretrained HRNet: import it (bin/import_weights.py --source=timm_hrnet
+        # or hrnet_official --out=hrnet.weights.h5), then teacher="static", teacher_checkpoint=that
+        # file, init_from_teacher=True; teacher_arch "" is the family's default arch (hrnet).
+        teacher_checkpoint="",
+        teacher_arch="",
+        init_from_teacher=False,
         distill_weight=0.5,
         sparse_updates=True,
         precision="float32",

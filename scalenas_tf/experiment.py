@@ -178,6 +178,8 @@ class TrainSettings:
     teacher: str
     teacher_weights: str
     init_from_teacher: bool
+    teacher_checkpoint: str
+    teacher_arch: str
     distill_weight: float
     sparse_updates: bool
     per_replica_subnets: bool
@@ -412,9 +414,22 @@ def _train(fields, family: registry.Family) -> TrainSettings | None:
         )
     teacher = _choice(fields, section, "teacher", TEACHERS, required=True)
     teacher_weights = _str(fields, section, "teacher_weights")
-    if teacher == "static" and not teacher_weights:
+    teacher_checkpoint = _str(fields, section, "teacher_checkpoint")
+    init_from_teacher = _bool(fields, section, "init_from_teacher", False)
+    if teacher_weights and teacher_checkpoint:
         raise ConfigError(
-            "config.train.teacher='static' needs config.train.teacher_weights (an extracted model's .weights.h5)"
+            "config.train.teacher_weights (an extracted model) and config.train.teacher_checkpoint (supernet "
+            "weights) both name the teacher: set one"
+        )
+    if teacher == "static" and not (teacher_weights or teacher_checkpoint):
+        raise ConfigError(
+            "config.train.teacher='static' needs config.train.teacher_weights (an extracted model's .weights.h5) "
+            "or config.train.teacher_checkpoint (supernet weights, e.g. from bin/import_weights.py)"
+        )
+    if teacher_checkpoint and teacher != "static" and not init_from_teacher:
+        raise ConfigError(
+            "config.train.teacher_checkpoint is used by teacher='static' or init_from_teacher=True; neither is set. "
+            f"Received: teacher={teacher!r}, init_from_teacher=False"
         )
     return TrainSettings(
         steps=steps,
@@ -429,7 +444,9 @@ def _train(fields, family: registry.Family) -> TrainSettings | None:
         sampler_kwargs=_kwargs(fields, section, "sampler_kwargs"),
         teacher=teacher,
         teacher_weights=teacher_weights,
-        init_from_teacher=_bool(fields, section, "init_from_teacher", False),
+        init_from_teacher=init_from_teacher,
+        teacher_checkpoint=teacher_checkpoint,
+        teacher_arch=_str(fields, section, "teacher_arch"),
         distill_weight=_float(fields, section, "distill_weight", required=True, low=0.0),
         sparse_updates=_bool(fields, section, "sparse_updates", True),
         per_replica_subnets=_bool(fields, section, "per_replica_subnets", False),

@@ -18,20 +18,56 @@ from scalenas_tf import workdir as workdir_lib
 from scalenas_tf.experiment import Experiment
 
 
+def prepare_teacher(experiment, supernet, input_size, log=print):
+    """The teacher of `experiment.train` (None, `"inplace"` or a frozen static model), initializing the
+    built `supernet` from it first when `init_from_teacher` is set.
+
+    `teacher_weights`: an extracted largest model's `.weights.h5`. `teacher_checkpoint`: supernet
+    weights (`bin/import_weights.py` of a pretrained HRNet, or a trained `supernet.weights.h5`); the
+    teacher is then its subnet `teacher_arch` (default: the family's default arch, e.g. `hrnet`), and
+    `init_from_teacher` loads the whole file into the supernet, as ScaleNAS starts from HRNet.
+    """
+    from scalenas_tf.models.extraction import extract_subnet
+    from scalenas_tf.models.extraction import load_subnet_weights
+
+    train, space, family = experiment.train, experiment.space, experiment.family
+    if train.teacher_checkpoint:
+        source = experiment.build_supernet()
+        source.build((None, None, None, 3))
+        source.load_weights(train.teacher_checkpoint)
+        arch, label = family.resolve_arch(space, train.teacher_arch or None)
+        static = extract_subnet(source, arch, input_size, name="teacher")
+        if train.init_from_teacher:
+            supernet.load_weights(train.teacher_checkpoint)
+            log(f"[train] supernet initialized from {train.teacher_checkpoint}")
+        if train.teacher == "static":
+            log(f"[train] teacher: subnet {label} of {train.teacher_checkpoint}")
+            return static
+    elif train.teacher == "static":
+        static = extract_subnet(supernet, space.largest(), input_size, name="teacher")
+        static.load_weights(train.teacher_weights)
+        if train.init_from_teacher:
+            load_subnet_weights(supernet, static)
+        return static
+    return None if train.teacher == "none" else train.teacher
+
+
 def run(config, workdir: str, strategy: str = "default", verbose="auto", log=print) -> dict:
     """Trains the supernet of `config` under `strategy`, resuming from `workdir` if it holds a run."""
     import keras
     import tensorflow as tf
 
     from scalenas_tf.data import pipeline
-    from scalenas_tf.models.extraction import extract_subnet
-    from scalenas_tf.models.extraction import load_subnet_weights
     from scalenas_tf.training.loop import train_loop
 
     experiment = Experiment.from_config(config, require=("data", "train"))
     train, data, model = experiment.train, experiment.data, experiment.model
-    if train.teacher_weights and not os.path.isfile(train.teacher_weights):
-        raise ValueError(f"config.train.teacher_weights not found: {train.teacher_weights}")
+    for field in ("teacher_weights", "teacher_checkpoint"):
+        path = getattr(train, field)
+        if path and not os.path.isfile(path):
+            raise ValueError(f"config.train.{field} not found: {path}")
+    if train.teacher_checkpoint:  # a bad teacher_arch fails before any heavy work
+        experiment.family.resolve_arch(experiment.space, train.teacher_arch or None)
     experiment.build_optimizer()  # fail on a bad field before any heavy work
     experiment.build_sampler()
     work = workdir_lib.Workdir(workdir)
@@ -70,14 +106,8 @@ def run(config, workdir: str, strategy: str = "default", verbose="auto", log=pri
         keras.utils.set_random_seed(experiment.seed)
         with dist.scope():
             supernet = experiment.build_supernet()
-            space = supernet.space
             supernet.build((None, None, None, 3))
-            teacher = None if train.teacher == "none" else train.teacher
-            if train.teacher == "static":
-                teacher = extract_subnet(supernet, space.largest(), input_size, name="teacher")
-                teacher.load_weights(train.teacher_weights)
-                if train.init_from_teacher:
-                    load_subnet_weights(supernet, teacher)
+            teacher = prepare_teacher(experiment, supernet, input_size, log=log)
             trainer = experiment.build_trainer(supernet, teacher)
             trainer.compile(optimizer=experiment.build_optimizer())
 

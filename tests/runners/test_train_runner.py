@@ -172,3 +172,71 @@ def test_a_damaged_backup_says_what_to_delete(tmp_path):
     with pytest.raises(ValueError, match=f"training_metadata.json: invalid JSON.*delete {backup}"):
         train_runner.run(shapes_seg.get_config(), str(tmp_path))
     assert (backup / "training_metadata.json").read_text() == '{"epoch'  # nothing deleted for the user
+
+
+def _small_experiment(**train):
+    from scalenas_tf.experiment import Experiment
+
+    config = shapes_seg.get_config()
+    config.search_space.update(width=4, depth_choices=(2, 4))  # hrnet (depth 4) is a point
+    config.model.input_size = (32, 32)
+    config.train.update(train)
+    return Experiment.from_config(config, require=("data", "train"))
+
+
+def test_teacher_checkpoint_gives_the_teacher_and_initializes_the_supernet(tmp_path):
+    """ScaleNAS's recipe: supernet weights imported from a pretrained HRNet are the teacher (its subnet
+    `teacher_arch`, default the family's `hrnet`) and the supernet's starting point."""
+    import keras
+    import numpy as np
+
+    from scalenas_tf.models.extraction import extract_subnet
+
+    keras.utils.set_random_seed(1)
+    pretrained = _small_experiment().build_supernet()
+    pretrained.build((None, None, None, 3))
+    path = str(tmp_path / "hrnet.weights.h5")
+    pretrained.save_weights(path)
+    experiment = _small_experiment(teacher="static", teacher_checkpoint=path, init_from_teacher=True)
+    keras.utils.set_random_seed(2)
+    supernet = experiment.build_supernet()
+    supernet.build((None, None, None, 3))
+    logs = []
+    teacher = train_runner.prepare_teacher(experiment, supernet, (32, 32), log=logs.append)
+    for mine, theirs in zip(supernet.weights, pretrained.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+    hrnet = experiment.space.named("hrnet")
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    expected = extract_subnet(pretrained, hrnet, (32, 32))(x, training=False)
+    np.testing.assert_allclose(teacher(x, training=False), expected, atol=1e-5)
+    assert any("initialized from" in line for line in logs)
+    # In-place distillation with the checkpoint as the starting point only.
+    inplace = _small_experiment(teacher="inplace", teacher_checkpoint=path, init_from_teacher=True)
+    assert train_runner.prepare_teacher(inplace, supernet, (32, 32), log=logs.append) == "inplace"
+
+
+@pytest.mark.parametrize(
+    "train, message",
+    [
+        (dict(teacher="static", teacher_weights="a.weights.h5", teacher_checkpoint="b.weights.h5"), "set one"),
+        (dict(teacher="inplace", teacher_checkpoint="b.weights.h5"), "neither is set"),
+        (dict(teacher="static"), "teacher_checkpoint"),
+    ],
+)
+def test_teacher_fields_are_checked(train, message):
+    from scalenas_tf.experiment import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        _small_experiment(**train)
+
+
+def test_missing_teacher_checkpoint_or_arch_fails_before_training(tmp_path):
+    config = shapes_seg.get_config()
+    config.train.update(teacher="static", teacher_checkpoint=str(tmp_path / "absent.weights.h5"))
+    with pytest.raises(ValueError, match="teacher_checkpoint not found"):
+        train_runner.run(config, str(tmp_path / "run"))
+    present = tmp_path / "present.weights.h5"
+    present.write_bytes(b"")
+    config.train.update(teacher_checkpoint=str(present), teacher_arch="no_such_arch")
+    with pytest.raises(ValueError, match="no_such_arch"):
+        train_runner.run(config, str(tmp_path / "run"))
