@@ -1,15 +1,21 @@
-r"""Imports a PyTorch checkpoint (timm HRNet, ...) into a config's supernet and writes its .weights.h5.
+r"""Imports a PyTorch checkpoint (timm HRNet, official HRNet, ...) into a config's supernet; writes its .weights.h5.
 
   python bin/import_weights.py --config=configs/scalenas_cls.py:w18 --source=timm_hrnet \
       --checkpoint=hrnet_w18.pth --out=/runs/hrnet_w18/supernet.weights.h5
+  python bin/import_weights.py --config=configs/scalenas_pose.py:w32 --source=hrnet_official \
+      --checkpoint=pose_hrnet_w32_256x192.pth --out=/runs/pose_w32/supernet.weights.h5
 
-The checkpoint is a `.safetensors` file or a torch.save zip file (`.pth`, `.pth.tar`, `.bin`), read
-without torch: only plain state dicts load (any other pickled object is refused; convert such files
-to safetensors). `{"state_dict": ...}` / `{"model": ...}` nesting and a `module.` prefix are undone.
---source names the family's importer (ScaleNAS: timm_hrnet, timm's hrnet_w18/w32/w48/... for
-configs/scalenas_cls.py:wN at --arch=hrnet). The supernet layers the arch runs receive the
-checkpoint's weights; the others keep their initial values. Writing goes through a temporary file
-in the same directory, renamed into place. The last line of standard output is one JSON object.
+The checkpoint is a `.safetensors` file or a torch.save file (`.pth`, `.pth.tar`, `.bin`; the zip
+format or the legacy one of PyTorch < 1.6), read without torch: only plain state dicts load (any
+other pickled object is refused; convert such files to safetensors). `{"state_dict": ...}` /
+`{"model": ...}` nesting and a `module.` prefix are undone. --source names the family's importer
+(ScaleNAS: timm_hrnet, timm's hrnet_w18/w32/w48/... for configs/scalenas_cls.py:wN at --arch=hrnet;
+hrnet_official, HRNet-Semantic-Segmentation's HRNetV2 for configs/scalenas_seg.py:wN (with
+--config.search_space.fusion_upsampling=bilinear for HRNetV2's own function) and
+deep-high-resolution-net.pytorch's pose HRNet for configs/scalenas_pose.py:wN). The supernet layers
+the arch runs receive the checkpoint's weights; the others keep their initial values. Writing goes
+through a temporary file in the same directory, renamed into place. The last line of standard output
+is one JSON object.
 Exit codes: 0 ok; 1 bad flags or bad input (a missing or unsafe checkpoint, a shape mismatch, left-over
 tensors without --allow_unmapped), with a one-line message on standard error.
 """

@@ -31,10 +31,12 @@ def get_config(arg=None):
         multi_scale_output=True,
         stem_channels=64,
         layer1_blocks=4,
-        # The authors' segmentation settings (HRNet-Semantic-Segmentation, which ScaleNAS's seg code
-        # follows): fusion upsamples bilinearly to the target branch's size (align_corners=False),
-        # and BN uses PyTorch momentum 0.01, i.e. Keras momentum 0.99. Neither changes params or MACs.
-        fusion_upsampling="bilinear",
+        # Fusion as the authors' ScaleNAS segmentation supernet (superscalenet_seg.py): nearest
+        # upsampling inside the modules. HRNetV2 itself (HRNet-Semantic-Segmentation, and its
+        # checkpoints for bin/import_weights.py --source=hrnet_official) resizes bilinearly:
+        # --config.search_space.fusion_upsampling=bilinear. BN as the authors' segmentation code:
+        # PyTorch momentum 0.01, i.e. Keras 0.99. Neither changes params or MACs.
+        fusion_upsampling="nearest",
         bn_momentum=0.99,
     )
     config.model = dict(task="seg", num_classes=19, input_size=(1024, 2048))

@@ -42,7 +42,10 @@ class WeightImport:
         unmapped_source: checkpoint names nothing read (other than `ignored`).
         unmapped_target: layers of the model holding weights that receive none (for a supernet,
             the blocks and edges outside the arch, and `missing`).
-        ignored: checkpoint names with no Keras counterpart by design (`num_batches_tracked`).
+        ignored: checkpoint names with no Keras counterpart by design (`num_batches_tracked`, and
+            the importer's `ignored_prefixes`).
+        notes: what the user should know about the result (e.g. a model computing another function
+            than the checkpoint's network with these weights).
     """
 
     assignments: dict[str, dict[str, np.ndarray]]
@@ -51,6 +54,7 @@ class WeightImport:
     unmapped_source: tuple[str, ...] = ()
     unmapped_target: tuple[str, ...] = ()
     ignored: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
     @property
     def num_tensors(self) -> int:
@@ -68,6 +72,7 @@ class WeightImport:
             "num_unmapped_source": len(self.unmapped_source),
             "unmapped_target": list(self.unmapped_target[:limit]),
             "num_unmapped_target": len(self.unmapped_target),
+            "notes": list(self.notes),
         }
 
 
@@ -89,11 +94,16 @@ class WeightMapper:
     Args:
         tensors: the checkpoint's `{name: array}` (PyTorch layouts).
         leaves: the model's `leaf_layers`.
+        ignored_prefixes: tuple of str. Checkpoint names with no Keras counterpart by design besides
+            `IGNORED_SUFFIXES` (e.g. `"loss."`: a training wrapper's loss buffers); reported as `ignored`.
     """
 
-    def __init__(self, tensors: Mapping[str, np.ndarray], leaves: Mapping[str, Any]):
+    def __init__(
+        self, tensors: Mapping[str, np.ndarray], leaves: Mapping[str, Any], ignored_prefixes: tuple[str, ...] = ()
+    ):
         self.tensors = tensors
         self.leaves = leaves
+        self.ignored_prefixes = tuple(ignored_prefixes)
         self._assignments: dict[str, dict[str, np.ndarray]] = {}
         self._sources: dict[str, dict[str, str]] = {}
         self._missing: list[str] = []
@@ -131,7 +141,7 @@ class WeightMapper:
 
     def result(self) -> WeightImport:
         read = {name for sources in self._sources.values() for name in sources.values()}
-        ignored = tuple(k for k in self.tensors if k.endswith(IGNORED_SUFFIXES))
+        ignored = tuple(k for k in self.tensors if k.endswith(IGNORED_SUFFIXES) or k.startswith(self.ignored_prefixes))
         unmapped_source = tuple(k for k in self.tensors if k not in read and k not in ignored)
         unmapped_target = tuple(name for name in self.leaves if name not in self._assignments)
         return WeightImport(

@@ -29,7 +29,7 @@ def run(
     Args:
         config: a config of any registered family.
         source: the checkpoint's origin, a key of the family's `weight_importers` (e.g. `"timm_hrnet"`).
-        checkpoint: a `.safetensors` file or a torch.save zip file (read without torch).
+        checkpoint: a `.safetensors` file or a torch.save file, zip or legacy (read without torch).
         out: the weights file to write; must end in `.weights.h5`. Written to a temporary file in
             the same directory and renamed into place.
         arch: a named arch of the family or an arch JSON path (default: the family's `default_arch`).

@@ -96,7 +96,7 @@ def test_cityscapes_variant_scores_full_resolution():
     config = scalenas_seg.get_config("w32_cityscapes")
     assert tuple(config.model.input_size) == (512, 1024)
     assert tuple(config.data.source_kwargs.validation_size) == (1024, 2048)
-    assert config.search_space.fusion_upsampling == "bilinear" and config.search_space.bn_momentum == 0.99
+    assert config.search_space.fusion_upsampling == "nearest" and config.search_space.bn_momentum == 0.99
     with tfds.testing.mock_data(num_examples=2):
         kwargs = dict(config.data.source_kwargs)
         images, masks = next(

@@ -99,6 +99,9 @@ FAMILY = registry.register(
         format_cost=format_cost,
         cost_options=("official_mask", "allow_pickle"),
         load_arch_file=_load_arch_file,
-        weight_importers={"timm_hrnet": f"{_PKG}.torch_import:timm_hrnet"},
+        weight_importers={
+            "timm_hrnet": f"{_PKG}.torch_import:timm_hrnet",
+            "hrnet_official": f"{_PKG}.torch_import:hrnet_official",
+        },
     )
 )

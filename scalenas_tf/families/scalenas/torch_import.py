@@ -1,11 +1,11 @@
-"""PyTorch HRNet checkpoints -> ScaleNAS layers: timm's `hrnet_w*` classification models (`timm_hrnet`).
+"""PyTorch HRNet checkpoints -> ScaleNAS layers: timm's `hrnet_w*` (`timm_hrnet`) and the official HRNet
+repositories' segmentation, pose and classification models (`hrnet_official`).
 
-timm's `HighResolutionNet` (HRNet-Image-Classification) is the ScaleNAS `cls` network of an HRNet-like
-arch: every branch of a module has the same depth and all branches fuse once, after the last block
-(`ScaleNASSpace.hrnet(depth)`). `hrnet_w18/w30/w32/w40/w44/w48/w64` are `configs/scalenas_cls.py:wN`
-with the arch `hrnet`; `hrnet_w18_small_v2` is a space with `num_modules=(1, 3, 2)`, `layer1_blocks=2`
-and the arch `hrnet(depth=2)`. `hrnet_w18_small` (layer1 planes 32 after a 64-wide stem) has no
-counterpart. Names, in timm (left) and here (right; extraction keeps them):
+An HRNet is the ScaleNAS network of an HRNet-like arch: every branch of a module has the same depth
+and all branches fuse once, after the last block (`ScaleNASSpace.hrnet(depth)`); top-down pose
+HRNet's last module fuses into branch 0 only (`multi_scale_output=False`, which `hrnet` applies to
+a pose space). All sources share the backbone's names, in PyTorch (left) and here (right;
+extraction keeps them):
 
     conv1, bn1, conv2, bn2                    stem_conv1, stem_bn1, stem_conv2, stem_bn2
     layer1.{n}.conv1 ... downsample.{0,1}     stem_layer1_b{n}_conv1 ... _down_conv, _down_bn
@@ -14,13 +14,31 @@ counterpart. Names, in timm (left) and here (right; extraction keeps them):
     stage{S}.{m}.branches.{i}.{s}.conv1 ...   s{S}m{m}_b{i}_k{s}_conv1 ...
     stage{S}.{m}.fuse_layers.{j}.{k}.{0,1}    s{S}m{m}_f{j}s{d-1}k{k}_conv0, _bn0      (k > j)
     stage{S}.{m}.fuse_layers.{j}.{k}.{c}.{0,1} s{S}m{m}_f{j}s{d-1}k{k}_conv{c}, _bn{c} (k < j)
-    incre_modules.{i}.0.conv1 ...             head_incre{i}_conv1 ...
-    downsamp_modules.{i}.{0,1}                head_down{i}_conv, head_down{i}_bn
-    final_layer.{0,1}, classifier             head_final_conv, head_final_bn, head_classifier
+
+The heads:
+
+    cls  (timm, HRNet-Image-Classification)   incre_modules.{i}.0.conv1 ...  -> head_incre{i}_conv1 ...
+                                              downsamp_modules.{i}.{0,1}     -> head_down{i}_conv, _bn
+                                              final_layer.{0,1}, classifier  -> head_final_conv, _bn, head_classifier
+    seg  (HRNet-Semantic-Segmentation         last_layer.0, .1, .3           -> head_conv1, head_bn1, head_conv2
+          lib/models/seg_hrnet.py, HRNetV2)
+    pose (deep-high-resolution-net.pytorch    final_layer                    -> head_conv
+          lib/models/pose_hrnet.py)
+
+timm `hrnet_w18/w30/w32/w40/w44/w48/w64` are `configs/scalenas_cls.py:wN` with the arch `hrnet`;
+`hrnet_w18_small_v2` is a space with `num_modules=(1, 3, 2)`, `layer1_blocks=2` and the arch
+`hrnet(depth=2)`; `hrnet_w18_small` (layer1 planes 32 after a 64-wide stem) has no counterpart.
+HRNetV2-W48 seg is `configs/scalenas_seg.py:w48` with `fusion_upsampling="bilinear"` (HRNetV2's
+fusion, `ALIGN_CORNERS: False` as in the released Cityscapes configs; the config's default is the
+ScaleNAS supernet's nearest, and the import then notes the difference) and pose HRNet-W32 is
+`configs/scalenas_pose.py:w32`, both at the arch `hrnet`. HRNet-Semantic-Segmentation's training
+saves its `FullModel` wrapper: names under `model.` (read as the backbone's) and the loss's class
+weights under `loss.` (ignored).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +53,11 @@ from scalenas_tf.models.weight_import import leaf_layers
 
 _BLOCK_LAYERS = ("1", "2")  # BasicBlock: conv1/bn1, conv2/bn2
 _BOTTLENECK_LAYERS = ("1", "2", "3")
+# HRNet-Semantic-Segmentation's FullModel(model, loss): what its training scripts save.
+_FULL_MODEL_PREFIX = "model."
+_FULL_MODEL_LOSS = "loss."
+# A leaf layer each task's head holds, to tell which head a (possibly extracted) model has.
+_HEAD_MARKERS = (("cls", "head_classifier"), ("seg", "head_conv1"), ("pose", "head_conv"))
 
 
 def timm_hrnet(state_dict: Any, model, arch: ScaleNASArch) -> WeightImport:
@@ -56,18 +79,76 @@ def timm_hrnet(state_dict: Any, model, arch: ScaleNASArch) -> WeightImport:
             classification head.
     """
     tensors: Mapping[str, np.ndarray] = getattr(state_dict, "tensors", state_dict)
-    space = getattr(model, "space", None)
-    if space is not None:
-        space.validate(arch)
-    _check_hrnet_like(arch)
-    leaves = leaf_layers(model)
-    mapper = WeightMapper(tensors, leaves)
-    if not mapper.has_layer("head_classifier"):
+    _check_arch(model, arch, "timm_hrnet")
+    mapper = WeightMapper(tensors, leaf_layers(model))
+    if _head_task(mapper) != "cls":
         raise WeightImportError(
             "timm_hrnet imports classification models: the model has no 'head_classifier' layer "
             "(build it with task 'cls')"
         )
-    _stem(mapper)
+    _cls_head(mapper, map_backbone(mapper, arch))
+    return mapper.result()
+
+
+def hrnet_official(state_dict: Any, model, arch: ScaleNASArch) -> WeightImport:
+    """Maps an official HRNet state dict onto a ScaleNAS supernet or extracted model of `arch`.
+
+    The head follows the model's task: `seg` from HRNet-Semantic-Segmentation's `seg_hrnet`
+    (HRNetV2, `last_layer`), `pose` from deep-high-resolution-net.pytorch's `pose_hrnet`
+    (`final_layer`), `cls` from HRNet-Image-Classification (timm's names). A `FullModel` checkpoint
+    of HRNet-Semantic-Segmentation (`model.` names, `loss.` buffers) is read as its model.
+
+    Args:
+        state_dict: `{name: array}` in PyTorch layouts, or a `torch_checkpoint.StateDict`.
+        model: a `ScaleNASSupernet` (built here if it is not) or a model extracted from one.
+        arch: the HRNet-like arch the checkpoint holds (`space.named("hrnet")`; for pose the space's
+            `multi_scale_output=False` gives its last module a single output, as pose HRNet's).
+
+    Returns:
+        A `WeightImport` for `weight_import.apply`.
+
+    Raises:
+        ArchError: `arch` is outside the model's space or not HRNet-like.
+        WeightImportError: a shape mismatch (naming both names and shapes; e.g. a seg checkpoint
+            with `FINAL_CONV_KERNEL: 3`, whose 3x3 classifier the 1x1 head cannot hold).
+    """
+    tensors: Mapping[str, np.ndarray] = getattr(state_dict, "tensors", state_dict)
+    _check_arch(model, arch, "hrnet_official")
+    root = ""
+    if f"{_FULL_MODEL_PREFIX}conv1.weight" in tensors and "conv1.weight" not in tensors:
+        root = _FULL_MODEL_PREFIX
+    ignored = (_FULL_MODEL_LOSS,) if root else ()
+    mapper = WeightMapper(tensors, leaf_layers(model), ignored_prefixes=ignored)
+    task = _head_task(mapper)
+    branches = map_backbone(mapper, arch, root)
+    if task == "cls":
+        _cls_head(mapper, branches, root)
+    elif task == "seg":
+        mapper.conv("head_conv1", f"{root}last_layer.0")
+        mapper.batch_norm("head_bn1", f"{root}last_layer.1")
+        mapper.conv("head_conv2", f"{root}last_layer.3")
+        space = getattr(model, "space", None)
+        if space is not None and space.fusion_upsampling != "bilinear":
+            note = (
+                "HRNetV2 segmentation fuses branches with bilinear upsampling; this space fuses with "
+                f"{space.fusion_upsampling!r}, so the imported model is not HRNetV2's function (fine as a "
+                "ScaleNAS starting point; set search_space.fusion_upsampling='bilinear' for HRNetV2 itself)"
+            )
+            return dataclasses.replace(mapper.result(), notes=(note,))
+    elif task == "pose":
+        mapper.conv("head_conv", f"{root}final_layer")
+    else:
+        raise WeightImportError(
+            "hrnet_official: the model has none of the head layers "
+            f"{[name for _, name in _HEAD_MARKERS]} (is it a ScaleNAS model?)"
+        )
+    return mapper.result()
+
+
+def map_backbone(mapper: WeightMapper, arch: ScaleNASArch, root: str = "") -> int:
+    """Adds the stem, transitions and modules of an HRNet-like `arch` (checkpoint names under `root`)
+    to `mapper`; returns the number of branches of the last module."""
+    _stem(mapper, root)
     stage_modules: dict[int, int] = {}
     prev_branches = 1
     for module in arch.modules:
@@ -75,39 +156,59 @@ def timm_hrnet(state_dict: Any, model, arch: ScaleNASArch) -> WeightImport:
         index = stage_modules.get(stage, 0)
         stage_modules[stage] = index + 1
         if index == 0:
-            _transition(mapper, stage, prev_branches, module.num_branches)
+            _transition(mapper, stage, prev_branches, module.num_branches, root)
             prev_branches = module.num_branches
-        _module(mapper, stage, index, module)
-    _head(mapper, prev_branches)
-    return mapper.result()
+        _module(mapper, stage, index, module, root)
+    return prev_branches
 
 
-def _check_hrnet_like(arch: ScaleNASArch) -> None:
+def _check_arch(model, arch: ScaleNASArch, source: str) -> None:
+    space = getattr(model, "space", None)
+    if space is not None:
+        space.validate(arch)
+    _check_hrnet_like(arch, source)
+
+
+def _fused_targets(module) -> int:
+    """How many leading targets fuse at the last step: all, or 1 (a single-output module)."""
+    d, b = module.depths[0], module.num_branches
+    single = all(module.fusion[j][d - 1] == tuple(int(k == j) for k in range(b)) for j in range(1, b))
+    return 1 if single and b > 1 else b
+
+
+def _check_hrnet_like(arch: ScaleNASArch, source: str) -> None:
+    """Equal depths per module, fusion only after the last block (into every branch, or into branch
+    0 alone in the last module, as pose HRNet's `multi_scale_output=False`)."""
     for m, module in enumerate(arch.modules):
         d = module.depths[0]
         b = module.num_branches
         if any(x != d for x in module.depths):
             raise ArchError(
-                f"timm_hrnet: module {m} has branch depths {list(module.depths)}; timm's HRNet modules give "
-                "every branch the same depth"
+                f"{source}: module {m} has branch depths {list(module.depths)}; HRNet modules give every "
+                "branch the same depth"
             )
+        fused = _fused_targets(module) if m == len(arch.modules) - 1 else b
         for j, steps in enumerate(module.fusion):
             for s, bits in enumerate(steps):
-                expected = tuple(int(s == d - 1 or (k == j and s < d)) for k in range(b))
+                expected = tuple(int((s == d - 1 and j < fused) or (k == j and s < d)) for k in range(b))
                 if tuple(bits) != expected:
                     raise ArchError(
-                        f"timm_hrnet: module {m}, target branch {j}, step {s}: fusion bits {list(bits)}; timm's "
-                        f"HRNet fuses every branch once, after the last block (expected {list(expected)})"
+                        f"{source}: module {m}, target branch {j}, step {s}: fusion bits {list(bits)}; HRNet "
+                        f"fuses every branch once, after the last block (expected {list(expected)})"
                     )
 
 
-def _stem(mapper: WeightMapper) -> None:
+def _head_task(mapper: WeightMapper) -> str | None:
+    return next((task for task, layer in _HEAD_MARKERS if mapper.has_layer(layer)), None)
+
+
+def _stem(mapper: WeightMapper, root: str) -> None:
     for n in ("1", "2"):
-        mapper.conv(f"stem_conv{n}", f"conv{n}")
-        mapper.batch_norm(f"stem_bn{n}", f"bn{n}")
+        mapper.conv(f"stem_conv{n}", f"{root}conv{n}")
+        mapper.batch_norm(f"stem_bn{n}", f"{root}bn{n}")
     n = 0
     while mapper.has_layer(f"stem_layer1_b{n}_conv1"):
-        _bottleneck(mapper, f"stem_layer1_b{n}", f"layer1.{n}")
+        _bottleneck(mapper, f"stem_layer1_b{n}", f"{root}layer1.{n}")
         n += 1
 
 
@@ -120,8 +221,8 @@ def _bottleneck(mapper: WeightMapper, ours: str, theirs: str) -> None:
         mapper.batch_norm(f"{ours}_down_bn", f"{theirs}.downsample.1")
 
 
-def _transition(mapper: WeightMapper, stage: int, n_in: int, n_out: int) -> None:
-    ours, theirs = f"trans{stage}", f"transition{stage - 1}"
+def _transition(mapper: WeightMapper, stage: int, n_in: int, n_out: int, root: str) -> None:
+    ours, theirs = f"trans{stage}", f"{root}transition{stage - 1}"
     for i in range(n_out):
         if i < n_in:
             if mapper.has_layer(f"{ours}_b{i}_conv0"):  # the width changes (else an identity, no weights)
@@ -133,8 +234,8 @@ def _transition(mapper: WeightMapper, stage: int, n_in: int, n_out: int) -> None
             mapper.batch_norm(f"{ours}_b{i}_bn{c}", f"{theirs}.{i}.{c}.1")
 
 
-def _module(mapper: WeightMapper, stage: int, index: int, module) -> None:
-    ours, theirs = f"s{stage}m{index}", f"stage{stage}.{index}"
+def _module(mapper: WeightMapper, stage: int, index: int, module, root: str) -> None:
+    ours, theirs = f"s{stage}m{index}", f"{root}stage{stage}.{index}"
     b, d = module.num_branches, module.depths[0]
     for i in range(b):
         for s in range(d):
@@ -144,6 +245,8 @@ def _module(mapper: WeightMapper, stage: int, index: int, module) -> None:
     s = d - 1
     for j in range(b):
         for k in range(b):
+            if k == j or not module.fusion[j][s][k]:  # a single-output module has fuse_layers.0 only
+                continue
             edge, fuse = f"{ours}_f{j}s{s}k{k}", f"{theirs}.fuse_layers.{j}.{k}"
             if k > j:  # 1x1 conv + BN, then upsampling
                 mapper.conv(f"{edge}_conv0", f"{fuse}.0")
@@ -153,12 +256,12 @@ def _module(mapper: WeightMapper, stage: int, index: int, module) -> None:
                 mapper.batch_norm(f"{edge}_bn{c}", f"{fuse}.{c}.1")
 
 
-def _head(mapper: WeightMapper, num_branches: int) -> None:
+def _cls_head(mapper: WeightMapper, num_branches: int, root: str = "") -> None:
     for i in range(num_branches):
-        _bottleneck(mapper, f"head_incre{i}", f"incre_modules.{i}.0")
+        _bottleneck(mapper, f"head_incre{i}", f"{root}incre_modules.{i}.0")
     for i in range(num_branches - 1):
-        mapper.conv(f"head_down{i}_conv", f"downsamp_modules.{i}.0")
-        mapper.batch_norm(f"head_down{i}_bn", f"downsamp_modules.{i}.1")
-    mapper.conv("head_final_conv", "final_layer.0")
-    mapper.batch_norm("head_final_bn", "final_layer.1")
-    mapper.dense("head_classifier", "classifier")
+        mapper.conv(f"head_down{i}_conv", f"{root}downsamp_modules.{i}.0")
+        mapper.batch_norm(f"head_down{i}_bn", f"{root}downsamp_modules.{i}.1")
+    mapper.conv("head_final_conv", f"{root}final_layer.0")
+    mapper.batch_norm("head_final_bn", f"{root}final_layer.1")
+    mapper.dense("head_classifier", f"{root}classifier")

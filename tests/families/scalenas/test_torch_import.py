@@ -116,8 +116,17 @@ def test_strict_apply_refuses_missing_and_left_over_tensors(reference, imported_
 def test_registered_and_unknown_sources():
     family = registry.get("scalenas")
     assert family.weight_importer("timm_hrnet") is torch_import.timm_hrnet
-    with pytest.raises(ValueError, match=r"Unknown weight source 'hrnet_official'.*\['timm_hrnet'\]"):
-        family.weight_importer("hrnet_official")
+    assert family.weight_importer("hrnet_official") is torch_import.hrnet_official
+    with pytest.raises(ValueError, match=r"Unknown weight source 'mmseg'.*\['hrnet_official', 'timm_hrnet'\]"):
+        family.weight_importer("mmseg")
+
+
+def test_hrnet_official_reads_classification_names_as_timm(reference):
+    """HRNet-Image-Classification and timm share their names: both sources map alike."""
+    supernet = ScaleNASSupernet(SPACE, task="cls", num_classes=NUM_CLASSES)
+    official = torch_import.hrnet_official(reference["tensors"], supernet, ARCH)
+    timm = torch_import.timm_hrnet(reference["tensors"], supernet, ARCH)
+    assert official.sources == timm.sources and official.unmapped_source == ()
 
 
 def _config():
@@ -141,8 +150,8 @@ def test_runner_writes_weights_that_reproduce_timm(tmp_path, reference):
     config = _config()
     with pytest.raises(ValueError, match="Checkpoint not found"):
         import_weights.run(config, "timm_hrnet", str(tmp_path / "absent.pth"), str(out))
-    with pytest.raises(ValueError, match="hrnet_official"):
-        import_weights.run(config, "hrnet_official", str(merged), str(out))
+    with pytest.raises(ValueError, match="Unknown weight source 'mmseg'"):
+        import_weights.run(config, "mmseg", str(merged), str(out))
     with pytest.raises(ArchError, match="timm_hrnet: module 0"):  # depth 3, fusion at every step
         import_weights.run(config, "timm_hrnet", str(merged), str(out), arch="largest")
     arch_file = tmp_path / "hrnet2.json"
