@@ -409,8 +409,9 @@ def test_fusion_upsampling_and_bn_momentum_change_no_count(task, num_classes):
 
 
 def test_configs_fusion_upsampling_and_bn_momentum():
-    """Seg uses the authors' settings (bilinear, 0.99) with HRNetV2-W32's published counts unchanged;
-    pose, cls and the benchmarked small configs keep nearest and 0.9."""
+    """Seg uses the authors' BN momentum (0.99) and the ScaleNAS supernet's nearest fusion; bilinear
+    (HRNetV2) leaves HRNetV2-W32's published counts unchanged; pose, cls and the benchmarked small
+    configs keep nearest and 0.9."""
     from configs import quickstart
     from configs import scalenas_cls
     from configs import scalenas_pose
@@ -418,11 +419,15 @@ def test_configs_fusion_upsampling_and_bn_momentum():
     from configs import shapes_seg
     from scalenas_tf.experiment import Experiment
 
-    seg = Experiment.from_config(scalenas_seg.get_config("w32")).space
-    assert (seg.fusion_upsampling, seg.bn_momentum) == ("bilinear", 0.99)
-    cost = count(seg, seg.hrnet(), task="seg", num_classes=19, input_size=SEG_SIZE)
-    assert cost.params == 29_546_515
-    assert f"{cost.gflops_hrnet:.3f}" == "336.418"
+    config = scalenas_seg.get_config("w32")
+    seg = Experiment.from_config(config).space
+    assert (seg.fusion_upsampling, seg.bn_momentum) == ("nearest", 0.99)
+    config.search_space.fusion_upsampling = "bilinear"  # what an HRNetV2 import sets on the command line
+    hrnet_v2 = Experiment.from_config(config).space
+    for space in (seg, hrnet_v2):
+        cost = count(space, space.hrnet(), task="seg", num_classes=19, input_size=SEG_SIZE)
+        assert cost.params == 29_546_515
+        assert f"{cost.gflops_hrnet:.3f}" == "336.418"
     for config in (
         scalenas_pose.get_config("w32"),
         scalenas_cls.get_config("w18"),
