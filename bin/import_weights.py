@@ -4,6 +4,8 @@ r"""Imports a PyTorch checkpoint (timm HRNet, official HRNet, ...) into a config
       --checkpoint=hrnet_w18.pth --out=/runs/hrnet_w18/supernet.weights.h5
   python bin/import_weights.py --config=configs/scalenas_pose.py:w32 --source=hrnet_official \
       --checkpoint=pose_hrnet_w32_256x192.pth --out=/runs/pose_w32/supernet.weights.h5
+  python bin/import_weights.py --config=configs/scalenas_seg.py:w32 --source=scalenas_official \
+      --checkpoint=superscalenet_seg_w32.pth --out=/runs/seg_w32/supernet.weights.h5
 
 The checkpoint is a `.safetensors` file or a torch.save file (`.pth`, `.pth.tar`, `.bin`; the zip
 format or the legacy one of PyTorch < 1.6), read without torch: only plain state dicts load (any
@@ -12,8 +14,12 @@ other pickled object is refused; convert such files to safetensors). `{"state_di
 (ScaleNAS: timm_hrnet, timm's hrnet_w18/w32/w48/... for configs/scalenas_cls.py:wN at --arch=hrnet;
 hrnet_official, HRNet-Semantic-Segmentation's HRNetV2 for configs/scalenas_seg.py:wN (with
 --config.search_space.fusion_upsampling=bilinear for HRNetV2's own function) and
-deep-high-resolution-net.pytorch's pose HRNet for configs/scalenas_pose.py:wN). The supernet layers
-the arch runs receive the checkpoint's weights; the others keep their initial values. Writing goes
+deep-high-resolution-net.pytorch's pose HRNet for configs/scalenas_pose.py:wN; scalenas_official, the
+ScaleNAS authors' segmentation supernet superscalenet_seg for configs/scalenas_seg.py:wN). The supernet
+layers the arch runs receive the checkpoint's weights; the others keep their initial values. A
+scalenas_official checkpoint is a supernet itself: every block and fusion edge receives its weights
+whatever --arch (which is only checked against the space), and any subnet, e.g. an official mask's,
+then runs as in the authors' code. Writing goes
 through a temporary file in the same directory, renamed into place. The last line of standard output
 is one JSON object.
 Exit codes: 0 ok; 1 bad flags or bad input (a missing or unsafe checkpoint, a shape mismatch, left-over

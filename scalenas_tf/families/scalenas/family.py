@@ -102,6 +102,7 @@ FAMILY = registry.register(
         weight_importers={
             "timm_hrnet": f"{_PKG}.torch_import:timm_hrnet",
             "hrnet_official": f"{_PKG}.torch_import:hrnet_official",
+            "scalenas_official": f"{_PKG}.torch_import:scalenas_official",
         },
     )
 )

@@ -1,5 +1,6 @@
-"""PyTorch HRNet checkpoints -> ScaleNAS layers: timm's `hrnet_w*` (`timm_hrnet`) and the official HRNet
-repositories' segmentation, pose and classification models (`hrnet_official`).
+"""PyTorch HRNet and ScaleNAS checkpoints -> ScaleNAS layers: timm's `hrnet_w*` (`timm_hrnet`), the official
+HRNet repositories' segmentation, pose and classification models (`hrnet_official`) and the ScaleNAS
+authors' segmentation supernet (`scalenas_official`).
 
 An HRNet is the ScaleNAS network of an HRNet-like arch: every branch of a module has the same depth
 and all branches fuse once, after the last block (`ScaleNASSpace.hrnet(depth)`); top-down pose
@@ -15,13 +16,24 @@ extraction keeps them):
     stage{S}.{m}.fuse_layers.{j}.{k}.{0,1}    s{S}m{m}_f{j}s{d-1}k{k}_conv0, _bn0      (k > j)
     stage{S}.{m}.fuse_layers.{j}.{k}.{c}.{0,1} s{S}m{m}_f{j}s{d-1}k{k}_conv{c}, _bn{c} (k < j)
 
+The ScaleNAS supernet (supernashg/AutoRecist_ScaleNAS_versions `lib/models/superscalenet_seg.py`,
+`SuperScaleNet_Seg`) has the same stem, layer1, transitions and BasicBlocks, `max(DEPTH_LIST)`
+blocks per branch, and one fuse layer per block step instead of one per module, every target and
+source at every step (their forward reads the mask's bits `f[j][s]`; nearest `nn.Upsample` for
+k > j, as this family's default `fusion_upsampling`):
+
+    stage{S}.{m}.branches.{i}.{s}.conv1 ...              s{S}m{m}_b{i}_k{s}_conv1 ...   (every step s)
+    stage{S}.{m}.fuse_layers_{s+1}.{j}.{k}.{0,1}         s{S}m{m}_f{j}s{s}k{k}_conv0, _bn0       (k > j)
+    stage{S}.{m}.fuse_layers_{s+1}.{j}.{k}.{c}.{0,1}     s{S}m{m}_f{j}s{s}k{k}_conv{c}, _bn{c}   (k < j)
+
 The heads:
 
     cls  (timm, HRNet-Image-Classification)   incre_modules.{i}.0.conv1 ...  -> head_incre{i}_conv1 ...
                                               downsamp_modules.{i}.{0,1}     -> head_down{i}_conv, _bn
                                               final_layer.{0,1}, classifier  -> head_final_conv, _bn, head_classifier
     seg  (HRNet-Semantic-Segmentation         last_layer.0, .1, .3           -> head_conv1, head_bn1, head_conv2
-          lib/models/seg_hrnet.py, HRNetV2)
+          lib/models/seg_hrnet.py, HRNetV2;
+          also SuperScaleNet_Seg)
     pose (deep-high-resolution-net.pytorch    final_layer                    -> head_conv
           lib/models/pose_hrnet.py)
 
@@ -33,12 +45,16 @@ fusion, `ALIGN_CORNERS: False` as in the released Cityscapes configs; the config
 ScaleNAS supernet's nearest, and the import then notes the difference) and pose HRNet-W32 is
 `configs/scalenas_pose.py:w32`, both at the arch `hrnet`. HRNet-Semantic-Segmentation's training
 saves its `FullModel` wrapper: names under `model.` (read as the backbone's) and the loss's class
-weights under `loss.` (ignored).
+weights under `loss.` (ignored); so does the ScaleNAS authors' supernet training. Their supernet
+checkpoint fills the whole `configs/scalenas_seg.py:wN` supernet (W32, W48: `DEPTH_LIST` 2-5,
+modules 1/4/3); a released mask (`ScaleNASSpace.load_official_mask`, e.g. ScaleNet-S1) then picks
+the subnet their `set_active_subnet` would run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -114,19 +130,14 @@ def hrnet_official(state_dict: Any, model, arch: ScaleNASArch) -> WeightImport:
     """
     tensors: Mapping[str, np.ndarray] = getattr(state_dict, "tensors", state_dict)
     _check_arch(model, arch, "hrnet_official")
-    root = ""
-    if f"{_FULL_MODEL_PREFIX}conv1.weight" in tensors and "conv1.weight" not in tensors:
-        root = _FULL_MODEL_PREFIX
-    ignored = (_FULL_MODEL_LOSS,) if root else ()
+    root, ignored = _full_model_root(tensors)
     mapper = WeightMapper(tensors, leaf_layers(model), ignored_prefixes=ignored)
     task = _head_task(mapper)
     branches = map_backbone(mapper, arch, root)
     if task == "cls":
         _cls_head(mapper, branches, root)
     elif task == "seg":
-        mapper.conv("head_conv1", f"{root}last_layer.0")
-        mapper.batch_norm("head_bn1", f"{root}last_layer.1")
-        mapper.conv("head_conv2", f"{root}last_layer.3")
+        _seg_head(mapper, root)
         space = getattr(model, "space", None)
         if space is not None and space.fusion_upsampling != "bilinear":
             note = (
@@ -145,20 +156,83 @@ def hrnet_official(state_dict: Any, model, arch: ScaleNASArch) -> WeightImport:
     return mapper.result()
 
 
-def map_backbone(mapper: WeightMapper, arch: ScaleNASArch, root: str = "") -> int:
-    """Adds the stem, transitions and modules of an HRNet-like `arch` (checkpoint names under `root`)
-    to `mapper`; returns the number of branches of the last module."""
+def scalenas_official(state_dict: Any, model, arch: ScaleNASArch) -> WeightImport:
+    """Maps the ScaleNAS authors' segmentation supernet (`SuperScaleNet_Seg`) onto a ScaleNAS `seg` model.
+
+    Their supernet holds every choice: `max(DEPTH_LIST)` BasicBlocks per branch
+    (`stage{S}.{m}.branches.{i}.{s}`) and one fuse layer per block step (`fuse_layers_{s+1}`, every
+    target and source), which become our blocks `s{S}m{m}_b{i}_k{s}` and edges `s{S}m{m}_f{j}s{s}k{k}`.
+    A supernet receives all of them, whatever `arch` (one checkpoint then serves every subnet, as
+    their `set_active_subnet(mask)` does); a model extracted at `arch` receives the arch's, and the
+    checkpoint's other blocks and edges are reported as `ignored`. A saved `FullModel` (`model.`
+    names, `loss.` buffers; what their training writes) is read as its model.
+
+    Args:
+        state_dict: `{name: array}` in PyTorch layouts, or a `torch_checkpoint.StateDict`.
+        model: a `ScaleNASSupernet` of task `seg` (built here if it is not; its space's largest depth
+            choice should be the checkpoint's `NUM_BLOCKS`) or a model extracted from one.
+        arch: for a supernet, only checked against its space (e.g. `space.largest()` or an official
+            mask's arch); for an extracted model, the arch it was extracted at.
+
+    Returns:
+        A `WeightImport` for `weight_import.apply`, with a note when the space's
+        `fusion_upsampling` is not the supernet's nearest.
+
+    Raises:
+        ArchError: `arch` is outside the supernet's space.
+        WeightImportError: a shape mismatch (naming both names and shapes), a model without the
+            seg head, or an extracted model lacking a layer of `arch`.
+    """
+    tensors: Mapping[str, np.ndarray] = getattr(state_dict, "tensors", state_dict)
+    space = getattr(model, "space", None)
+    if space is not None:
+        space.validate(arch)
+    root, ignored = _full_model_root(tensors)
+    steps = _fuse_steps(tensors, root)
+    whole = space is not None
+    if not whole:
+        ignored += _outside_arch(arch, steps, root)
+    mapper = WeightMapper(tensors, leaf_layers(model), ignored_prefixes=ignored)
+    if _head_task(mapper) != "seg":
+        raise WeightImportError(
+            "scalenas_official imports the authors' segmentation supernet: the model has no 'head_conv1' "
+            "layer (build it with task 'seg')"
+        )
+
+    def map_module(mapper, stage, index, module, root):
+        # A supernet takes the space's steps (a checkpoint with fewer reports them `missing`, one with
+        # more leaves `unmapped_source`); an extracted model the arch's, at least.
+        if whole:
+            _scalenas_module(mapper, stage, index, module, root, space.max_steps, None)
+        else:
+            n = max(steps.get((stage, index), 0), module.max_depth)
+            _scalenas_module(mapper, stage, index, module, root, n, module)
+
+    map_backbone(mapper, arch, root, map_module)
+    _seg_head(mapper, root)
+    if space is not None and space.fusion_upsampling != "nearest":
+        note = (
+            "The ScaleNAS segmentation supernet fuses branches with nearest upsampling; this space fuses "
+            f"with {space.fusion_upsampling!r}, so the imported model is not the authors' function"
+        )
+        return dataclasses.replace(mapper.result(), notes=(note,))
+    return mapper.result()
+
+
+def map_backbone(mapper: WeightMapper, arch: ScaleNASArch, root: str = "", map_module=None) -> int:
+    """Adds the stem, transitions and modules of `arch` (checkpoint names under `root`) to `mapper`;
+    returns the number of branches of the last module.
+
+    `map_module(mapper, stage, index, module, root)` maps one module (default: HRNet's, for an
+    HRNet-like `arch`: one fuse layer after the last block)."""
+    map_module = map_module or _module
     _stem(mapper, root)
-    stage_modules: dict[int, int] = {}
     prev_branches = 1
-    for module in arch.modules:
-        stage = module.num_branches  # stages 2, 3, 4 hold 2, 3, 4 branches
-        index = stage_modules.get(stage, 0)
-        stage_modules[stage] = index + 1
+    for stage, index, module in _stage_modules(arch):
         if index == 0:
             _transition(mapper, stage, prev_branches, module.num_branches, root)
             prev_branches = module.num_branches
-        _module(mapper, stage, index, module, root)
+        map_module(mapper, stage, index, module, root)
     return prev_branches
 
 
@@ -239,21 +313,97 @@ def _module(mapper: WeightMapper, stage: int, index: int, module, root: str) -> 
     b, d = module.num_branches, module.depths[0]
     for i in range(b):
         for s in range(d):
-            for n in _BLOCK_LAYERS:
-                mapper.conv(f"{ours}_b{i}_k{s}_conv{n}", f"{theirs}.branches.{i}.{s}.conv{n}")
-                mapper.batch_norm(f"{ours}_b{i}_k{s}_bn{n}", f"{theirs}.branches.{i}.{s}.bn{n}")
+            _basic_block(mapper, f"{ours}_b{i}_k{s}", f"{theirs}.branches.{i}.{s}")
     s = d - 1
     for j in range(b):
         for k in range(b):
             if k == j or not module.fusion[j][s][k]:  # a single-output module has fuse_layers.0 only
                 continue
-            edge, fuse = f"{ours}_f{j}s{s}k{k}", f"{theirs}.fuse_layers.{j}.{k}"
-            if k > j:  # 1x1 conv + BN, then upsampling
-                mapper.conv(f"{edge}_conv0", f"{fuse}.0")
-                mapper.batch_norm(f"{edge}_bn0", f"{fuse}.1")
-            for c in range(j - k):  # k < j: a chain of 3x3 stride-2 convs
-                mapper.conv(f"{edge}_conv{c}", f"{fuse}.{c}.0")
-                mapper.batch_norm(f"{edge}_bn{c}", f"{fuse}.{c}.1")
+            _fusion_edge(mapper, f"{ours}_f{j}s{s}k{k}", f"{theirs}.fuse_layers.{j}.{k}", j, k)
+
+
+def _scalenas_module(mapper: WeightMapper, stage: int, index: int, module, root: str, steps: int, chosen) -> None:
+    """Blocks and per-step fuse layers of a `ScaleResolutionModule`: all `steps`, or with `chosen`
+    (a `ModuleArch`) those it runs."""
+    ours, theirs = f"s{stage}m{index}", f"{root}stage{stage}.{index}"
+    b = module.num_branches
+    for i in range(b):
+        for s in range(steps):
+            if chosen is None or s < chosen.depths[i]:
+                _basic_block(mapper, f"{ours}_b{i}_k{s}", f"{theirs}.branches.{i}.{s}")
+    for j in range(b):
+        for s in range(steps):
+            for k in range(b):
+                if k != j and (chosen is None or (s < len(chosen.fusion[j]) and chosen.fusion[j][s][k])):
+                    _fusion_edge(mapper, f"{ours}_f{j}s{s}k{k}", f"{theirs}.fuse_layers_{s + 1}.{j}.{k}", j, k)
+
+
+def _fuse_steps(tensors: Mapping[str, np.ndarray], root: str) -> dict[tuple[int, int], int]:
+    """`{(stage, module): number of fuse_layers_N}` found in a ScaleNAS supernet checkpoint."""
+    pattern = re.compile(rf"^{re.escape(root)}stage(\d+)\.(\d+)\.fuse_layers_(\d+)\.")
+    steps: dict[tuple[int, int], int] = {}
+    for name in tensors:
+        match = pattern.match(name)
+        if match:
+            key = (int(match[1]), int(match[2]))
+            steps[key] = max(steps.get(key, 0), int(match[3]))
+    return steps
+
+
+def _outside_arch(arch: ScaleNASArch, steps: dict[tuple[int, int], int], root: str) -> tuple[str, ...]:
+    """Checkpoint prefixes of the supernet's blocks and fuse-layer entries `arch` does not run."""
+    prefixes = []
+    for stage, index, module in _stage_modules(arch):
+        theirs, b = f"{root}stage{stage}.{index}", module.num_branches
+        for s in range(steps.get((stage, index), 0)):
+            prefixes += [f"{theirs}.branches.{i}.{s}." for i in range(b) if s >= module.depths[i]]
+            prefixes += [
+                f"{theirs}.fuse_layers_{s + 1}.{j}.{k}."
+                for j in range(b)
+                for k in range(b)
+                if k != j and not (s < len(module.fusion[j]) and module.fusion[j][s][k])
+            ]
+    return tuple(prefixes)
+
+
+def _stage_modules(arch: ScaleNASArch):
+    """`(stage, index in stage, module)` for each module of `arch` (stages 2, 3, 4 hold 2, 3, 4 branches)."""
+    stage_modules: dict[int, int] = {}
+    for module in arch.modules:
+        stage = module.num_branches
+        index = stage_modules.get(stage, 0)
+        stage_modules[stage] = index + 1
+        yield stage, index, module
+
+
+def _basic_block(mapper: WeightMapper, ours: str, theirs: str) -> None:
+    for n in _BLOCK_LAYERS:
+        mapper.conv(f"{ours}_conv{n}", f"{theirs}.conv{n}")
+        mapper.batch_norm(f"{ours}_bn{n}", f"{theirs}.bn{n}")
+
+
+def _fusion_edge(mapper: WeightMapper, edge: str, fuse: str, j: int, k: int) -> None:
+    """`fuse_layers[j][k]`: source branch k into target j."""
+    if k > j:  # 1x1 conv + BN, then upsampling
+        mapper.conv(f"{edge}_conv0", f"{fuse}.0")
+        mapper.batch_norm(f"{edge}_bn0", f"{fuse}.1")
+    for c in range(j - k):  # k < j: a chain of 3x3 stride-2 convs
+        mapper.conv(f"{edge}_conv{c}", f"{fuse}.{c}.0")
+        mapper.batch_norm(f"{edge}_bn{c}", f"{fuse}.{c}.1")
+
+
+def _seg_head(mapper: WeightMapper, root: str) -> None:
+    """HRNetV2's `last_layer` (1x1 conv with bias, BN, ReLU, 1x1 conv with bias)."""
+    mapper.conv("head_conv1", f"{root}last_layer.0")
+    mapper.batch_norm("head_bn1", f"{root}last_layer.1")
+    mapper.conv("head_conv2", f"{root}last_layer.3")
+
+
+def _full_model_root(tensors: Mapping[str, np.ndarray]) -> tuple[str, tuple[str, ...]]:
+    """`(root, ignored prefixes)`: `model.` and `loss.` for a saved `FullModel(model, loss)`."""
+    if f"{_FULL_MODEL_PREFIX}conv1.weight" in tensors and "conv1.weight" not in tensors:
+        return _FULL_MODEL_PREFIX, (_FULL_MODEL_LOSS,)
+    return "", ()
 
 
 def _cls_head(mapper: WeightMapper, num_branches: int, root: str = "") -> None:

@@ -117,7 +117,10 @@ def test_registered_and_unknown_sources():
     family = registry.get("scalenas")
     assert family.weight_importer("timm_hrnet") is torch_import.timm_hrnet
     assert family.weight_importer("hrnet_official") is torch_import.hrnet_official
-    with pytest.raises(ValueError, match=r"Unknown weight source 'mmseg'.*\['hrnet_official', 'timm_hrnet'\]"):
+    assert family.weight_importer("scalenas_official") is torch_import.scalenas_official
+    with pytest.raises(
+        ValueError, match=r"Unknown weight source 'mmseg'.*\['hrnet_official', 'scalenas_official', 'timm_hrnet'\]"
+    ):
         family.weight_importer("mmseg")
 
 
