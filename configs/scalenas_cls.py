@@ -14,8 +14,8 @@ training and search on real data (see README "Real data"):
 
 import ml_collections
 
+from scalenas_tf.config import real_data_sections
 from scalenas_tf.config import split_variant
-from scalenas_tf.config import tfds_source_kwargs
 from scalenas_tf.config import width_from_variant
 
 
@@ -40,46 +40,24 @@ def get_config(arg=None):
     return config
 
 
-def _train(**overrides):
-    train = dict(
-        optimizer="sgd",
-        momentum=0.9,
-        nesterov=True,
-        warmup_steps=0,
-        sampler="grouped",
-        sampler_kwargs=dict(sandwich=True),
-        teacher="inplace",
-        # ScaleNAS starts from a pretrained HRNet: import it (bin/import_weights.py --source=timm_hrnet
-        # or hrnet_official --out=hrnet.weights.h5), then teacher="static", teacher_checkpoint=that
-        # file, init_from_teacher=True; teacher_arch "" is the family's default arch (hrnet).
-        teacher_checkpoint="",
-        teacher_arch="",
-        init_from_teacher=False,
-        distill_weight=0.5,
-        sparse_updates=True,
-        precision="float32",
-    )
-    return {**train, **overrides}
+_SAMPLER = dict(sampler="grouped", sampler_kwargs=dict(sandwich=True), nesterov=True)
 
 
 def _imagenet(config):
     """HRNet's ImageNet recipe: random-resized 224 crops and flips, batch 256, SGD 0.1 (Nesterov),
     weight decay 1e-4, 100 epochs; scored (top-1, top-5 in the log) on 87.5 % centre crops."""
-    config.data = dict(
-        source="imagenet2012",
-        source_kwargs=tfds_source_kwargs(),
+    real_data_sections(
+        config,
+        "imagenet2012",
         batch_size=256,
-        train_examples=None,
-        validation_examples=None,
-    )
-    config.train = _train(steps=500_500, steps_per_epoch=5005, learning_rate=0.1, weight_decay=1e-4)
-    config.search = dict(
-        methods=("evolution", "random"),
-        cost_measure="macs",
-        calibration_batches=20,
-        calibration_batch_size=64,
-        validation_examples=10_000,
-        batch_size=250,
+        train=dict(steps=500_500, steps_per_epoch=5005, learning_rate=0.1, weight_decay=1e-4, **_SAMPLER),
+        search=dict(
+            methods=("evolution", "random"),
+            calibration_batches=20,
+            calibration_batch_size=64,
+            validation_examples=10_000,
+            batch_size=250,
+        ),
     )
 
 
@@ -88,19 +66,16 @@ def _cifar10(config):
     config.search_space.stem_channels = 32
     config.search_space.layer1_blocks = 1
     config.model.update(num_classes=10, input_size=(32, 32))
-    config.data = dict(
-        source="cifar10",
-        source_kwargs=tfds_source_kwargs(),
+    real_data_sections(
+        config,
+        "cifar10",
         batch_size=128,
-        train_examples=None,
-        validation_examples=None,
-    )
-    config.train = _train(steps=39_100, steps_per_epoch=391, learning_rate=0.1, weight_decay=5e-4)
-    config.search = dict(
-        methods=("evolution", "random"),
-        cost_measure="macs",
-        calibration_batches=10,
-        calibration_batch_size=128,
-        validation_examples=10_000,
-        batch_size=500,
+        train=dict(steps=39_100, steps_per_epoch=391, learning_rate=0.1, weight_decay=5e-4, **_SAMPLER),
+        search=dict(
+            methods=("evolution", "random"),
+            calibration_batches=10,
+            calibration_batch_size=128,
+            validation_examples=10_000,
+            batch_size=500,
+        ),
     )

@@ -13,8 +13,8 @@ Variants set the width: `:w32` (default), `:w48`, or any `:wN` (e.g. `:w8` for C
 
 import ml_collections
 
+from scalenas_tf.config import real_data_sections
 from scalenas_tf.config import split_variant
-from scalenas_tf.config import tfds_source_kwargs
 from scalenas_tf.config import width_from_variant
 
 
@@ -41,38 +41,24 @@ def _coco(config):
     """HRNet's COCO top-down recipe (149,813 training persons with ground-truth boxes): 256x192 crops
     (scale +-35 %, rotation +-45 degrees, half body, flip), batch 128 (32 x 4 GPUs), Adam 1e-3, 210
     epochs. The search scores PCK on validation crops; COCO AP: `evaluation.keypoints.evaluate_coco`."""
-    config.data = dict(
-        source="coco_keypoints",
-        source_kwargs=tfds_source_kwargs(),
+    real_data_sections(
+        config,
+        "coco_keypoints",
         batch_size=128,
-        train_examples=None,
-        validation_examples=None,
-    )
-    config.train = dict(
-        steps=245_700,  # 210 epochs of 1170 steps
-        steps_per_epoch=1170,
-        optimizer="adam",
-        learning_rate=1e-3,
-        weight_decay=0.0,
-        warmup_steps=0,
-        sampler="grouped",
-        sampler_kwargs=dict(sandwich=True),
-        teacher="inplace",
-        # ScaleNAS starts from a pretrained HRNet: import it (bin/import_weights.py --source=timm_hrnet
-        # or hrnet_official --out=hrnet.weights.h5), then teacher="static", teacher_checkpoint=that
-        # file, init_from_teacher=True; teacher_arch "" is the family's default arch (hrnet).
-        teacher_checkpoint="",
-        teacher_arch="",
-        init_from_teacher=False,
-        distill_weight=0.5,
-        sparse_updates=True,
-        precision="float32",
-    )
-    config.search = dict(
-        methods=("evolution", "random"),
-        cost_measure="macs",
-        calibration_batches=20,
-        calibration_batch_size=64,
-        validation_examples=2000,
-        batch_size=64,
+        train=dict(
+            steps=245_700,  # 210 epochs of 1170 steps
+            steps_per_epoch=1170,
+            optimizer="adam",
+            learning_rate=1e-3,
+            weight_decay=0.0,
+            sampler="grouped",
+            sampler_kwargs=dict(sandwich=True),
+        ),
+        search=dict(
+            methods=("evolution", "random"),
+            calibration_batches=20,
+            calibration_batch_size=64,
+            validation_examples=2000,
+            batch_size=64,
+        ),
     )

@@ -14,8 +14,8 @@ Variants set the width: `:w32` (default), `:w48`, or any `:wN` (e.g. `:w8` for C
 
 import ml_collections
 
+from scalenas_tf.config import real_data_sections
 from scalenas_tf.config import split_variant
-from scalenas_tf.config import tfds_source_kwargs
 from scalenas_tf.config import width_from_variant
 
 
@@ -50,41 +50,26 @@ def _cityscapes(config):
     image rescaled 0.5-2.0, batch 12, SGD 0.01 momentum 0.9, weight decay 5e-4, 484 epochs; scored on
     full-resolution images. The teacher is the in-place largest subnet."""
     config.model.input_size = (512, 1024)  # the training crop; the cost at 1024x2048: --input_size=1024x2048
-    config.data = dict(
-        source="cityscapes",
-        source_kwargs=tfds_source_kwargs(validation_size=(1024, 2048)),
+    real_data_sections(
+        config,
+        "cityscapes",
         batch_size=12,
-        train_examples=None,
-        validation_examples=None,
-    )
-    config.train = dict(
-        steps=120_000,  # 484 epochs of 248 steps
-        steps_per_epoch=248,
-        optimizer="sgd",
-        learning_rate=0.01,
-        momentum=0.9,
-        weight_decay=5e-4,
-        warmup_steps=0,
-        sampler="grouped",
-        sampler_kwargs=dict(sandwich=True),
-        teacher="inplace",
-        # ScaleNAS starts from a pretrained HRNet: import it (bin/import_weights.py --source=timm_hrnet
-        # or hrnet_official --out=hrnet.weights.h5), then teacher="static", teacher_checkpoint=that
-        # file, init_from_teacher=True; teacher_arch "" is the family's default arch (hrnet).
-        teacher_checkpoint="",
-        teacher_arch="",
-        init_from_teacher=False,
-        distill_weight=0.5,
-        sparse_updates=True,
-        precision="float32",
-    )
-    # The paper's evolution (n0=1000, k=100, N=2000) is the default; the evaluator holds its
-    # validation batches in memory: 100 full-resolution images take about 3.3 GB.
-    config.search = dict(
-        methods=("evolution", "random"),
-        cost_measure="macs",
-        calibration_batches=20,
-        calibration_batch_size=12,
-        validation_examples=100,
-        batch_size=4,
+        train=dict(
+            steps=120_000,  # 484 epochs of 248 steps
+            steps_per_epoch=248,
+            learning_rate=0.01,
+            weight_decay=5e-4,
+            sampler="grouped",
+            sampler_kwargs=dict(sandwich=True),
+        ),
+        # The paper's evolution (n0=1000, k=100, N=2000) is the default; the evaluator holds its
+        # validation batches in memory: 100 full-resolution images take about 3.3 GB.
+        search=dict(
+            methods=("evolution", "random"),
+            calibration_batches=20,
+            calibration_batch_size=12,
+            validation_examples=100,
+            batch_size=4,
+        ),
+        validation_size=(1024, 2048),
     )

@@ -60,6 +60,39 @@ def tfds_source_kwargs(**extra) -> dict[str, Any]:
     return dict(data_dir=config_dict.placeholder(str), manual_dir=config_dict.placeholder(str), download=False, **extra)
 
 
+# The train fields a real-data variant shares (its recipe sets the rest: steps, learning rate, ...).
+# ScaleNAS starts from a pretrained HRNet: import it (bin/import_weights.py --out=hrnet.weights.h5),
+# then set teacher="static", teacher_checkpoint=that file, init_from_teacher=True; teacher_arch ""
+# is the family's default arch (hrnet).
+REAL_DATA_TRAIN = dict(
+    optimizer="sgd",
+    momentum=0.9,
+    nesterov=False,
+    warmup_steps=0,
+    teacher="inplace",
+    teacher_checkpoint="",
+    teacher_arch="",
+    init_from_teacher=False,
+    distill_weight=0.5,
+    sparse_updates=True,
+    precision="float32",
+)
+
+
+def real_data_sections(config, source, batch_size, train, search, **source_kwargs) -> None:
+    """Sets `config.data` (the TFDS `source`, every example, `tfds_source_kwargs(**source_kwargs)`),
+    `config.train` (`REAL_DATA_TRAIN` updated by `train`) and `config.search` (`search`)."""
+    config.data = dict(
+        source=source,
+        source_kwargs=tfds_source_kwargs(**source_kwargs),
+        batch_size=batch_size,
+        train_examples=None,
+        validation_examples=None,
+    )
+    config.train = {**REAL_DATA_TRAIN, **train}
+    config.search = dict(search)
+
+
 def build_optimizer(train: Any):
     """`TrainSettings` (validated by `experiment.Experiment`) -> a Keras optimizer with linear warmup
     then cosine decay over `train.steps`."""
