@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from scalenas_tf.data import augment
+from scalenas_tf.data import shapes
 from scalenas_tf.tasks import IGNORE_LABEL
 
 # Cityscapes label id -> train id (cityscapesscripts' labels.py, the 19 evaluated classes; every
@@ -197,7 +198,7 @@ def cityscapes(
         )
     training = split == "train"
     if not training and validation_size is not None:
-        image_size = check_size("validation_size", validation_size)
+        image_size = shapes.check_image_size(validation_size, name="validation_size")
     dataset = load_tfds(
         name, split, data_dir, manual_dir, download, ("image_left", "segmentation_label"), shuffle_files=training
     )
@@ -318,17 +319,6 @@ def coco_ground_truth(split, data_dir=None, manual_dir=None, download=False):
                 }
             )
     return {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "person"}]}
-
-
-def check_size(name, value):
-    """`(height, width)` positive ints, else ValueError naming `name`."""
-    try:
-        size = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        size = ()
-    if len(size) != 2 or min(size) < 1 or any(isinstance(v, bool) for v in value):
-        raise ValueError(f"`{name}` must be (height, width) positive ints. Received: {name}={value!r}")
-    return size
 
 
 def _take(dataset, num_examples):
