@@ -2,6 +2,9 @@ r"""Benchmarks any family's supernet (compiled forward or train step) against ex
 
   python bin/benchmark.py --config=configs/scalenas_seg.py:w16 --input_size=256x512 --batch=2
   python bin/benchmark.py --what=train_step --config=configs/shapes_seg.py
+  python bin/benchmark.py --what=latency --export_dir=saved_models/quickstart/export
+  python bin/benchmark.py --what=latency --config=configs/quickstart.py --fit_archs=100 \
+      --validate_archs=50 --latency_model=/tmp/latency_models/scalenas_quickstart.json
 
 --what=forward: trace time and count of one `tf.function` over many archs, then per named arch
 (smallest, hrnet, largest) the best-of-N forward time of the supernet inside that function, of the
@@ -19,9 +22,25 @@ evaluator's metric function: `trace_s`, `first_step_s` (trace + graph optimizati
 `graph_ops_all` (including functions), `if_ops`, `case_ops`, `while_ops`, `peak_rss_mb`, and the
 1-minute load average (`os.getloadavg`) at the start and end. A static teacher is timed with
 untrained weights. Input size and batch come from the config.
+--what=latency: measured TFLite latency with LiteRT (`export.latency.measure_tflite`, --threads
+interpreter threads, batch 1 unless --batch is given), in --rounds interleaved rounds that each run
+every model (--warmup calls, then --repeats timed ones), so that a burst of load on the machine
+spoils one round of each model rather than all calls of one. With --tflite=PATH[,PATH...] or
+--export_dir=DIR (every *.tflite below DIR): each file's median, p90 and fastest call, and its size.
+With --config: builds the family's supernet once (random weights: latency does not depend on them),
+draws --fit_archs + --validate_archs distinct random archs (the space's sampler, seeded by
+config.seed), extracts each at the config's input size (or --input_size) and converts it to float32
+TFLite in memory, then measures them all; fits a `search.latency.LatencyModel` on the analytic
+latency features of the first --fit_archs and reports, on the held-out rest, the Spearman rank
+correlation and median absolute error of its predictions, next to the Spearman of plain MACs. The
+per-arch latency is the fastest call (--statistic=min, default: what the arch costs on an idle
+machine) or the median call. --latency_model=PATH writes the fitted model (JSON; a temporary file,
+then renamed), the file `config.search.latency_model` names. The load average (`os.getloadavg`) is
+reported at the start and end.
 The last line is JSON. Exit codes: 0 ok; 1 bad flags or bad input.
 """
 
+import dataclasses
 import json
 import sys
 import time
@@ -33,11 +52,38 @@ from ml_collections import config_flags
 from scalenas_tf import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file[:variant].")
-_INPUT_SIZE = flags.DEFINE_string("input_size", "256x256", "HEIGHTxWIDTH of the benchmark input.")
-_BATCH = flags.DEFINE_integer("batch", 2, "Batch size.", lower_bound=1)
-_REPEATS = flags.DEFINE_integer("repeats", 10, "Timed repeats per model (best is reported).", lower_bound=1)
+_INPUT_SIZE = flags.DEFINE_string(
+    "input_size", "256x256", "HEIGHTxWIDTH of the benchmark input (--what=latency: default the config's)."
+)
+_BATCH = flags.DEFINE_integer("batch", 2, "Batch size (--what=latency: default 1).", lower_bound=1)
+_REPEATS = flags.DEFINE_integer(
+    "repeats", 10, "Timed repeats per model (forward: best is reported; latency: median).", lower_bound=1
+)
 _NUM_ARCHS = flags.DEFINE_integer("num_archs", 20, "Random archs run through the one traced function.", lower_bound=1)
-_WHAT = flags.DEFINE_enum("what", "forward", ["forward", "train_step", "compile"], "What to benchmark.")
+_WHAT = flags.DEFINE_enum("what", "forward", ["forward", "train_step", "compile", "latency"], "What to benchmark.")
+_TFLITE = flags.DEFINE_list("tflite", [], "latency: TFLite files to measure (comma-separated).")
+_EXPORT_DIR = flags.DEFINE_string("export_dir", None, "latency: measure every *.tflite below this directory.")
+_THREADS = flags.DEFINE_integer("threads", 1, "latency: LiteRT interpreter threads.", lower_bound=1)
+_WARMUP = flags.DEFINE_integer("warmup", 5, "latency: untimed calls before the timed ones.", lower_bound=0)
+_FIT_ARCHS = flags.DEFINE_integer("fit_archs", 100, "latency: archs the predictor is fitted on.", lower_bound=1)
+_VALIDATE_ARCHS = flags.DEFINE_integer(
+    "validate_archs", 50, "latency: held-out archs the predictor is checked on.", lower_bound=2
+)
+_ROUNDS = flags.DEFINE_integer(
+    "rounds",
+    5,
+    "latency: interleaved rounds; each measures every model (--warmup, then --repeats calls).",
+    lower_bound=1,
+)
+_STATISTIC = flags.DEFINE_enum(
+    "statistic",
+    "min",
+    ["min", "median"],
+    "latency: the per-arch figure (over all rounds' calls) the predictor is fitted to and checked against. "
+    "min: the fastest call, what the arch costs when nothing else runs (load only ever adds time); "
+    "median: the typical call on this machine as loaded.",
+)
+_LATENCY_MODEL = flags.DEFINE_string("latency_model", None, "latency: write the fitted predictor (JSON) here.")
 _PRECISION = flags.DEFINE_enum(
     "precision",
     None,
@@ -71,12 +117,18 @@ def main(argv):
         return _train_step_benchmark()
     if _WHAT.value == "compile":
         return _compile_benchmark()
+    if _WHAT.value == "latency":
+        return _latency_benchmark()
+    if _CONFIG.value is None:
+        raise app.UsageError(f"--what={_WHAT.value} needs --config")
     return _forward_benchmark()
 
 
 def _experiment():
     from scalenas_tf.experiment import Experiment
 
+    if _CONFIG.value is None:
+        raise app.UsageError(f"--what={_WHAT.value} needs --config")
     return Experiment.from_config(_CONFIG.value)
 
 
@@ -313,10 +365,265 @@ def _compile_benchmark():
     return 0
 
 
+def _latency_settings():
+    """`(threads, warmup, repeats, batch)` of --what=latency."""
+    batch = _BATCH.value if flags.FLAGS["batch"].present else 1
+    return _THREADS.value, _WARMUP.value, _REPEATS.value, batch
+
+
+def _latency_benchmark():
+    if _TFLITE.value or _EXPORT_DIR.value:
+        if _CONFIG.value is not None:
+            raise app.UsageError(
+                "--what=latency takes --tflite/--export_dir (measure files) or --config (fit), not both"
+            )
+        return _file_latency()
+    if _CONFIG.value is None:
+        raise app.UsageError("--what=latency needs --tflite, --export_dir or --config")
+    return _fitted_latency()
+
+
+def _interleaved_runs(models, on_round=None):
+    """Per model, the times (ms) of --rounds x --repeats calls: every round measures every model once
+    (--warmup calls first), so a burst of load on the machine hits one round of each model rather
+    than every call of one model."""
+    from scalenas_tf.export.latency import measure_tflite
+
+    threads, warmup, repeats, batch = _latency_settings()
+    runs = [[] for _ in models]
+    for r in range(_ROUNDS.value):
+        for i, model in enumerate(models):
+            timing = measure_tflite(model, threads=threads, warmup=warmup, repeats=repeats, batch=batch)
+            runs[i] += timing["runs_ms"]
+        if on_round is not None:
+            on_round(r, runs)
+    return runs
+
+
+def _summary(runs):
+    import numpy as np
+
+    values = np.asarray(runs)
+    return {
+        "median_ms": float(np.median(values)),
+        "min_ms": float(np.min(values)),
+        "p90_ms": float(np.percentile(values, 90)),
+        "mean_ms": float(np.mean(values)),
+    }
+
+
+def _tflite_paths():
+    import os
+
+    paths = list(_TFLITE.value)
+    if _EXPORT_DIR.value:
+        if not os.path.isdir(_EXPORT_DIR.value):
+            raise FileNotFoundError(f"--export_dir is not a directory: {_EXPORT_DIR.value}")
+        for root, dirs, files in os.walk(_EXPORT_DIR.value):
+            dirs.sort()
+            paths += [os.path.join(root, f) for f in sorted(files) if f.endswith(".tflite")]
+        if not paths:
+            raise FileNotFoundError(f"No *.tflite file below --export_dir={_EXPORT_DIR.value}")
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"TFLite file not found: {path}")
+    return paths
+
+
+def _latency_header():
+    import os
+
+    from scalenas_tf.search.latency import device_description
+
+    threads, warmup, repeats, batch = _latency_settings()
+    return {
+        "device": device_description(),
+        "threads": threads,
+        "warmup": warmup,
+        "repeats": repeats,
+        "rounds": _ROUNDS.value,
+        "batch": batch,
+        "load_1m_start": round(os.getloadavg()[0], 2),
+    }
+
+
+def _file_latency():
+    import os
+
+    paths = _tflite_paths()
+    result = {**_latency_header(), "files": []}
+    for path, runs in zip(paths, _interleaved_runs(paths)):
+        entry = {"path": path, "size_bytes": os.path.getsize(path)}
+        entry.update({k: round(v, 4) for k, v in _summary(runs).items()})
+        result["files"].append(entry)
+        print(
+            f"{path}: median {entry['median_ms']:.3f} ms (p90 {entry['p90_ms']:.3f}, min {entry['min_ms']:.3f}), "
+            f"{entry['size_bytes'] / 1e6:.3f} MB"
+        )
+    result["load_1m_end"] = round(os.getloadavg()[0], 2)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+def _distinct_archs(space, count, seed):
+    """`count` distinct random archs (by hash) from the space's sampler, in draw order."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    archs, seen = [], set()
+    for _ in range(100 * count):
+        arch = space.sample(rng)
+        if arch.hash() not in seen:
+            seen.add(arch.hash())
+            archs.append(arch)
+            if len(archs) == count:
+                return archs
+    raise ValueError(f"The space gave only {len(archs)} distinct archs in {100 * count} draws; asked for {count}")
+
+
+def _fitted_latency():
+    import gc
+    import os
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from scalenas_tf.config import parse_input_size
+    from scalenas_tf.export.latency import tflite_bytes
+    from scalenas_tf.search import latency as latency_lib
+    from scalenas_tf.search.cost import LATENCY_FEATURES
+
+    out = _LATENCY_MODEL.value
+    if out is not None and (not out or os.path.isdir(out)):
+        raise ValueError(f"--latency_model must be a file path, not a directory. Received: {out!r}")
+    if _FIT_ARCHS.value < len(LATENCY_FEATURES) + 1:
+        raise ValueError(
+            f"--fit_archs must be >= {len(LATENCY_FEATURES) + 1} (one per weight and the intercept). "
+            f"Received: {_FIT_ARCHS.value}"
+        )
+    experiment = _experiment()
+    family, space, model = experiment.family, experiment.space, experiment.model
+    size = parse_input_size(_INPUT_SIZE.value) if flags.FLAGS["input_size"].present else model.input_size
+    threads, _, _, batch = _latency_settings()
+    archs = _distinct_archs(space, _FIT_ARCHS.value + _VALIDATE_ARCHS.value, experiment.seed)
+    keras.utils.set_random_seed(experiment.seed)
+    net = experiment.build_supernet()
+    result = {
+        "space": family.name,
+        "config": config_flags.get_config_filename(flags.FLAGS["config"]),
+        "task": model.task,
+        "input_size": list(size),
+        "statistic": _STATISTIC.value,
+        "tf": tf.__version__,
+        **_latency_header(),
+    }
+    # 1. Extract and convert every arch (TensorFlow busy), then 2. measure them all, interleaved.
+    start = time.perf_counter()
+    models, records = [], []
+    for i, arch in enumerate(archs):
+        records.append(family.count(space, arch, model.task, model.num_classes, size))
+        static = family.extract(net, arch, size).model
+        models.append(tflite_bytes(static))
+        del static
+        gc.collect()  # an extracted model's layers form reference cycles; 150 of them add up
+        print(
+            f"converted {i + 1}/{len(archs)} {arch.hash()}: {records[-1].macs / 1e6:.2f} M MACs, "
+            f"{len(models[-1]) / 1e6:.2f} MB, {time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
+
+    def on_round(r, runs):
+        lows = [min(v) for v in runs]
+        print(
+            f"round {r + 1}/{_ROUNDS.value}: fastest call per arch {min(lows):.3f}-{max(lows):.3f} ms, "
+            f"load {os.getloadavg()[0]:.2f}, {time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
+
+    rows = []
+    for i, (arch, record, runs) in enumerate(zip(archs, records, _interleaved_runs(models, on_round))):
+        summary = _summary(runs)
+        rows.append(
+            {
+                "arch_hash": arch.hash(),
+                "set": "fit" if i < _FIT_ARCHS.value else "validate",
+                "latency_ms": round(summary[f"{_STATISTIC.value}_ms"], 5),
+                **{k: round(v, 5) for k, v in summary.items()},
+                "macs": int(record.macs),
+                "tflite_bytes": len(models[i]),
+                "features": dict(record.features),
+            }
+        )
+    fit, held_out = rows[: _FIT_ARCHS.value], rows[_FIT_ARCHS.value :]
+    predictor = latency_lib.LatencyModel.fit(
+        [r["features"] for r in fit],
+        [r["latency_ms"] for r in fit],
+        feature_names=LATENCY_FEATURES,
+        family=family.name,
+        device=result["device"],
+        threads=threads,
+        tf_version=tf.__version__,
+        input_size=tuple(size),
+    )
+    measured = np.array([r["latency_ms"] for r in held_out])
+    predicted = np.array([predictor.predict(r["features"]) for r in held_out])
+    validation = {
+        "fit_archs": len(fit),
+        "validate_archs": len(held_out),
+        "spearman_predictor": round(latency_lib.spearman(predicted, measured), 4),
+        "spearman_macs": round(latency_lib.spearman([r["macs"] for r in held_out], measured), 4),
+        "median_abs_error_ms": round(latency_lib.median_absolute_error(predicted, measured), 4),
+        "median_rel_error": round(float(np.median(np.abs(predicted - measured) / measured)), 4),
+        "spearman_predictor_fit": round(
+            latency_lib.spearman([predictor.predict(r["features"]) for r in fit], [r["latency_ms"] for r in fit]), 4
+        ),
+        "latency_ms_range": [
+            round(min(r["latency_ms"] for r in rows), 4),
+            round(max(r["latency_ms"] for r in rows), 4),
+        ],
+    }
+    for r, p in zip(held_out, predicted):
+        r["predicted_ms"] = round(float(p), 5)
+    extra = {
+        "config": result["config"],
+        "task": model.task,
+        "num_classes": model.num_classes,
+        "runtime": f"ai-edge-litert {_package_version('ai-edge-litert')}, float32, batch {batch}",
+        "statistic": f"{_STATISTIC.value} of {result['rounds']} interleaved rounds x {result['repeats']} calls",
+        "seed": experiment.seed,
+        "validation": validation,
+        "measurements": rows,
+    }
+    predictor = dataclasses.replace(predictor, extra=extra)
+    result.update(validation)
+    result["weights"] = predictor.weights
+    result["intercept_ms"] = predictor.intercept_ms
+    result["load_1m_end"] = round(os.getloadavg()[0], 2)
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    if out is not None:
+        result["latency_model"] = predictor.save(out)
+    print(
+        f"held-out {len(held_out)} archs: Spearman predictor {validation['spearman_predictor']}, "
+        f"MACs {validation['spearman_macs']}; median |error| {validation['median_abs_error_ms']} ms"
+    )
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+def _package_version(name):
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _median_time(fn, repeats):
     times = sorted(_times(fn, repeats))
     return times[len(times) // 2]
 
 
 if __name__ == "__main__":
-    cli.run(main, "benchmark.py", required=["config"])
+    cli.run(main, "benchmark.py")

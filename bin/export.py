@@ -8,8 +8,15 @@ r"""Exports a subnet of the trained supernet in --workdir to SavedModel and TFLi
 Without --arch the arch comes from the search's Pareto front (workdir/search/pareto_front.json): the
 best point, or the best point costing at most --budget (the search's cost unit: GMACs or M params;
 MAdds in M for SCARLET). SCARLET exports fold the ELS convs and list the folds in metadata.json.
-Writes workdir/export/<name>/{saved_model/, model.tflite, metadata.json} and prints a summary.
-Exit codes: 0 ok; 1 bad flags or input; 2 parity failed (the files are kept for inspection).
+  python bin/export.py --config=configs/quickstart.py --workdir=saved_models/quickstart \
+      --formats=saved_model,tflite_fp32,tflite_fp16,tflite_dynamic,tflite_int8
+
+Writes workdir/export/<name>/{saved_model/, model*.tflite, metadata.json} and prints a summary with each
+format's size, task metric and parity. Quantized formats may lose at most config.export.max_metric_drop of
+the metric (e.g. --config.export.max_metric_drop.tflite_int8=0.05); int8 calibrates on
+config.export.calibration_samples training images (--config.export.int8_io=true: int8 input and outputs).
+Exit codes: 0 ok; 1 bad flags or input; 2 a parity or metric check failed (the report is kept as
+workdir/export/<name>.parity_failed.json).
 """
 
 import json
@@ -32,6 +39,12 @@ _BUDGET = flags.DEFINE_float(
     "budget", None, "Pick the best Pareto point costing at most this (default: config.export.budget)."
 )
 _NAME = flags.DEFINE_string("name", None, "Subfolder of workdir/export (default: config.export.name or the arch hash).")
+_FORMATS = flags.DEFINE_list(
+    "formats",
+    None,
+    "Comma-separated formats from saved_model, tflite_fp32, tflite_fp16, tflite_dynamic, tflite_int8, "
+    "tflite_qat (needs the [qat] extra) (default: config.export.formats).",
+)
 
 
 def main(argv):
@@ -43,7 +56,9 @@ def main(argv):
     # Read (and check) the search summary first: a malformed one must fail before the export is written.
     search_summary = search_runner.load_summary(_WORKDIR.value)
     # None: the config's export settings decide.
-    summary = export_runner.run(_CONFIG.value, _WORKDIR.value, arch=_ARCH.value, budget=_BUDGET.value, name=_NAME.value)
+    summary = export_runner.run(
+        _CONFIG.value, _WORKDIR.value, arch=_ARCH.value, budget=_BUDGET.value, name=_NAME.value, formats=_FORMATS.value
+    )
     if search_summary is not None:
         print(search_runner.format_summary(search_summary))
     print(export_runner.format_summary(summary))

@@ -12,6 +12,8 @@ training, and the paper's search settings are the defaults of `families.scalenas
 import ml_collections
 from ml_collections import config_dict
 
+from scalenas_tf.config import export_section
+
 
 def get_config(arg=None):
     if arg:
@@ -71,7 +73,8 @@ def get_config(arg=None):
         budget=140,
         fusion_probs=(0.2, 0.5, 0.8),
         seed=0,
-        cost_measure="macs",  # macs (search cost in GMACs) | params (M)
+        cost_measure="macs",  # macs (search cost in GMACs) | params (M) | latency_ms (predicted, see below)
+        latency_model="",  # a predictor JSON from bin/benchmark.py --what=latency; needed by latency_ms
         max_cost=config_dict.placeholder(float),
         min_metric=config_dict.placeholder(float),
         calibration_batches=2,
@@ -80,12 +83,6 @@ def get_config(arg=None):
         batch_size=64,
         recalibrate=True,
     )
-    config.export = dict(
-        arch="",  # largest | smallest | hrnet | PATH.json; empty: from the search's Pareto front
-        budget=config_dict.placeholder(float),  # front point with the best metric at cost <= budget
-        name="",  # subfolder of workdir/export; empty: the arch hash
-        tflite=True,
-        isolated_check=True,  # load the SavedModel in a process without scalenas_tf
-        parity_atol=1e-4,  # max abs diff allowed, relative to max(1, |output|max)
-    )
+    # Which formats to write and how each is checked: scalenas_tf.config.export_section lists the fields.
+    config.export = export_section(budget=config_dict.placeholder(float))
     return config

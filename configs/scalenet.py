@@ -28,6 +28,7 @@ See ../shared/reference/scalenet.md for the sources of every rule and the conven
 
 import ml_collections
 
+from scalenas_tf.config import export_section
 from scalenas_tf.config import tfds_source_kwargs
 
 VARIANTS = ("official", "paper", "released", "efficientnet_b0", "cpu")
@@ -118,13 +119,16 @@ def get_config(arg=None):
         generalization="linear",
         generalize_to=2,
         seed=0,
+        cost_measure="macs",  # macs (GMACs) | latency_ms (predicted ms; needs latency_model, and f0 and the
+        # tolerances in ms)
+        latency_model="",  # a predictor JSON from bin/benchmark.py --what=latency
         calibration_batches=20,
         calibration_batch_size=64,
         validation_examples=10_000,
         batch_size=250,
         recalibrate=True,
     )
-    config.export = dict(arch="", budget=None, name="", tflite=True, isolated_check=True, parity_atol=1e-4)
+    config.export = export_section()
     if name == "released":
         config.search_space.se_squeeze = "input"
     if name == "efficientnet_b0":

@@ -15,6 +15,7 @@ Variants:
 
 import ml_collections
 
+from scalenas_tf.config import export_section
 from scalenas_tf.config import tfds_source_kwargs
 
 VARIANTS = ("s1", "s2", "cpu")
@@ -84,13 +85,15 @@ def get_config(arg=None):
         min_metric=0.4,
         num_outputs=10,
         seed=0,
+        cost_measure="madds",  # madds (M) | latency_ms (predicted ms; needs latency_model)
+        latency_model="",  # a predictor JSON from bin/benchmark.py --what=latency
         calibration_batches=20,
         calibration_batch_size=64,
         validation_examples=10_000,
         batch_size=250,
         recalibrate=True,
     )
-    config.export = dict(arch="", budget=None, name="", tflite=True, isolated_check=True, parity_atol=1e-4)
+    config.export = export_section()
     if name == "cpu":
         _cpu(config)
     return config

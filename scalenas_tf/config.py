@@ -93,6 +93,27 @@ def real_data_sections(config, source, batch_size, train, search, **source_kwarg
     config.search = dict(search)
 
 
+def export_section(**overrides) -> dict[str, Any]:
+    """`config.export` with the library's defaults (`experiment.ExportSettings`), updated by `overrides`."""
+    section = dict(
+        arch="",  # largest | smallest | a preset | PATH.json; empty: from the search's Pareto front
+        budget=None,  # front point with the best metric at cost <= budget
+        name="",  # subfolder of workdir/export; empty: the arch hash
+        # saved_model, tflite_fp32, tflite_fp16, tflite_dynamic, tflite_int8, tflite_qat (the [qat] extra)
+        formats=("saved_model", "tflite_fp32"),
+        isolated_check=True,  # run the files in a process without scalenas_tf
+        parity_atol=1e-4,  # float formats: max abs diff allowed, relative to max(1, |output|max)
+        # quantized formats: the largest drop of the validation metric before the export is refused
+        max_metric_drop=dict(tflite_fp16=0.005, tflite_dynamic=0.02, tflite_int8=0.03, tflite_qat=0.03),
+        calibration_samples=200,  # training images that calibrate int8 activation ranges
+        int8_io=False,  # tflite_int8 / tflite_qat: int8 input and float outputs instead of float32
+        qat_steps=200,  # tflite_qat: quantization-aware fine-tuning steps on the training pipeline
+        qat_learning_rate=1e-5,
+    )
+    section.update(overrides)
+    return section
+
+
 def build_optimizer(train: Any):
     """`TrainSettings` (validated by `experiment.Experiment`) -> a Keras optimizer with linear warmup
     then cosine decay over `train.steps`."""

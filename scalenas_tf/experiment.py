@@ -199,6 +199,7 @@ class SearchSettings:
     batch_size: int
     recalibrate: bool
     algorithm: Any
+    latency_model: str = ""  # a `search.latency.LatencyModel` JSON; required by cost_measure="latency_ms"
 
     @property
     def cost_unit(self) -> str:
@@ -209,12 +210,19 @@ class SearchSettings:
 
 @dataclasses.dataclass(frozen=True)
 class ExportSettings:
+    """Which subnet to export, in which formats (`export.tflite.FORMATS`), and how each is checked."""
+
     arch: str
     budget: float | None
     name: str
-    tflite: bool
+    formats: tuple[str, ...]
     isolated_check: bool
     parity_atol: float
+    max_metric_drop: dict[str, float]
+    calibration_samples: int
+    int8_io: bool
+    qat_steps: int
+    qat_learning_rate: float
 
 
 _DATA_FIELDS = ("source", "batch_size", "train_examples", "validation_examples", "source_kwargs")
@@ -227,8 +235,13 @@ _EVALUATION_FIELDS = (
     "validation_examples",
     "batch_size",
     "recalibrate",
+    "latency_model",
 )
 _EXPORT_FIELDS = tuple(f.name for f in dataclasses.fields(ExportSettings))
+DEFAULT_EXPORT_FORMATS = ("saved_model", "tflite_fp32")
+# Largest drop of the task metric (mIoU, top-1, AP: fractions) a quantized format may show on the
+# validation split before the export is refused.
+DEFAULT_MAX_METRIC_DROP = {"tflite_fp16": 0.005, "tflite_dynamic": 0.02, "tflite_int8": 0.03, "tflite_qat": 0.03}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,7 +299,7 @@ class Experiment:
                 message if "config.search_space" in message else f"config.search_space: {message}"
             ) from None
         train = _train(_section(top, "train", "train" in require), family)
-        search = _search(_section(top, "search", "search" in require), family)
+        search = _search(_section(top, "search", "search" in require), family, model)
         data = _data(_section(top, "data", "data" in require or "train" in require), "train" in require, model)
         export = _export(_section(top, "export", False) or {})
         if search is not None and data is None:
@@ -339,12 +352,23 @@ class Experiment:
         )
 
     def cost_of(self, validate: bool = False):
-        """`arch -> cost` as the searches compare it (the family's `search_cost` in `search.cost_measure`)."""
+        """`arch -> cost` as the searches compare it (the family's `search_cost` in `search.cost_measure`).
+
+        With `search.latency_model` set, each cost record gets the latency that model predicts from
+        its features (`record.latency_ms`) first, which `cost_measure="latency_ms"` compares.
+        """
         search = self.require("search")
         family, space, model = self.family, self.space, self.model
+        predictor = None
+        if search.latency_model:
+            from scalenas_tf.search.latency import LatencyModel
+
+            predictor = LatencyModel.load(search.latency_model)
 
         def cost_of(arch):
             record = family.count(space, arch, model.task, model.num_classes, model.input_size, validate=validate)
+            if predictor is not None:
+                record = dataclasses.replace(record, latency_ms=predictor.predict(record.features))
             return family.search_cost(record, search.cost_measure)
 
         return cost_of
@@ -455,7 +479,7 @@ def _train(fields, family: registry.Family) -> TrainSettings | None:
     )
 
 
-def _search(fields, family: registry.Family) -> SearchSettings | None:
+def _search(fields, family: registry.Family, model: ModelSettings) -> SearchSettings | None:
     if fields is None:
         return None
     section = "search"
@@ -475,6 +499,7 @@ def _search(fields, family: registry.Family) -> SearchSettings | None:
             f"config.search.methods must be distinct names from {list(family.searches)}. Received: {_short(methods)}"
         )
     measure = _choice(fields, section, "cost_measure", family.cost_measures, default=family.cost_measures[0])
+    latency_model = _latency_model(fields, family, model, measure)
     try:
         algorithm = family.settings({k: fields[k] for k in algorithm_fields if k in fields})
     except (TypeError, ValueError) as e:
@@ -490,17 +515,79 @@ def _search(fields, family: registry.Family) -> SearchSettings | None:
         batch_size=_int(fields, section, "batch_size", default=64),
         recalibrate=_bool(fields, section, "recalibrate", True),
         algorithm=algorithm,
+        latency_model=latency_model,
     )
 
 
+def _latency_model(fields, family: registry.Family, model: ModelSettings, measure: str) -> str:
+    """`config.search.latency_model`: "" or the path of a readable latency model of this family and
+    input size (its weights hold for the feature counts at that size only)."""
+    path = _str(fields, "search", "latency_model")
+    if not path:
+        if measure == "latency_ms":
+            raise ConfigError(
+                "config.search.cost_measure='latency_ms' needs config.search.latency_model, the JSON file "
+                "`bin/benchmark.py --what=latency --latency_model=PATH` writes. Received: latency_model=''"
+            )
+        return ""
+    from scalenas_tf.search.cost import LATENCY_FEATURES
+    from scalenas_tf.search.latency import LatencyModel
+
+    try:
+        predictor = LatencyModel.load(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"config.search.latency_model: {e}") from None  # the message names the file
+    if predictor.family != family.name:
+        raise ConfigError(
+            f"config.search.latency_model={_short(path)} was fitted for the {predictor.family!r} space; this config "
+            f"searches the {family.name!r} space"
+        )
+    if predictor.input_size is not None and tuple(predictor.input_size) != model.input_size:
+        raise ConfigError(
+            f"config.search.latency_model={_short(path)} was fitted at input size {list(predictor.input_size)}; "
+            f"config.model.input_size is {list(model.input_size)} (fit one there: bin/benchmark.py --what=latency)"
+        )
+    unknown = sorted(set(predictor.feature_names) - set(LATENCY_FEATURES))
+    if unknown:
+        raise ConfigError(
+            f"config.search.latency_model={_short(path)} weighs features the cost counters do not report: {unknown}. "
+            f"Known: {list(LATENCY_FEATURES)}"
+        )
+    return path
+
+
 def _export(fields) -> ExportSettings:
+    from scalenas_tf.export import tflite
+
     section = "export"
+    if "tflite" in fields:
+        raise ConfigError(
+            "config.export.tflite was replaced by config.export.formats, e.g. "
+            '("saved_model", "tflite_fp32"). Received: tflite=' + _short(fields["tflite"])
+        )
     _unknown(section, fields, _EXPORT_FIELDS)
+    try:
+        formats = tflite.check_formats(fields.get("formats", DEFAULT_EXPORT_FORMATS), "config.export.formats")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    drops = dict(DEFAULT_MAX_METRIC_DROP)
+    for fmt, value in _kwargs(fields, section, "max_metric_drop").items():
+        if fmt not in tflite.QUANTIZED_FORMATS:
+            raise ConfigError(
+                f"config.export.max_metric_drop keys must be from {list(tflite.QUANTIZED_FORMATS)} (float formats "
+                f"are held to parity_atol). Received: {fmt!r}"
+            )
+        drops[fmt] = _float({fmt: value}, f"{section}.max_metric_drop", fmt, low=0.0)
     return ExportSettings(
         arch=_str(fields, section, "arch"),
         budget=_float(fields, section, "budget", allow_none=True),
         name=_str(fields, section, "name"),
-        tflite=_bool(fields, section, "tflite", True),
+        formats=formats,
         isolated_check=_bool(fields, section, "isolated_check", True),
         parity_atol=_float(fields, section, "parity_atol", default=1e-4, low=0.0, low_open=True),
+        max_metric_drop=drops,
+        calibration_samples=_int(fields, section, "calibration_samples", default=200),
+        int8_io=_bool(fields, section, "int8_io", False),
+        qat_steps=_int(fields, section, "qat_steps", default=200),
+        qat_learning_rate=_float(fields, section, "qat_learning_rate", default=1e-5, low=0.0, low_open=True),
     )

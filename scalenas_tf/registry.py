@@ -49,7 +49,8 @@ class Family:
         supernet: `"module:Class"` of its supernet (`Class(space, task=, num_classes=)`).
         extractor: `"module:function"`: `(supernet, arch, input_size, name) -> Extraction`.
         count: `(space, arch, task, num_classes, input_size, **options) -> cost record` (a
-            `search.cost.MacUnits` with `params`, `macs`, `to_dict()`).
+            `search.cost.MacUnits` with `params`, `macs`, `to_dict()`, and `features`: the
+            `search.cost.LatencyFeatures` of the work the extracted model executes).
         cost_options: the keyword options `count` takes beyond those (e.g. `as_extracted`).
         named_archs: `space -> tuple of names` that `space.named` accepts (for help and errors).
         default_arch: the name `bin/cost.py` counts when none is given.
@@ -59,7 +60,8 @@ class Family:
         settings_class: `"module:Class"` of the searches' settings (a frozen dataclass with
             `evaluations`, `max_cost`, `min_metric`, `EXTENDABLE` and `to_dict()`).
         cost_measures: the measures a search may compare (`search.cost.COST_MEASURES`); the first is
-            the default.
+            the default. `"latency_ms"` compares the latency a fitted `search.latency.LatencyModel`
+            predicts from the record's `features` (`Experiment.cost_of` attaches it).
         search_cost: `(cost record, measure) -> float | (float, params)`: what the search compares.
         export_cost: `(space, arch, task, num_classes, input_size, measure) -> dict`, the cost entry
             of an exported model's metadata (what the exported model holds).

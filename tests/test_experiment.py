@@ -22,7 +22,8 @@ def test_quickstart_becomes_plain_frozen_settings():
     assert experiment.train.sampler_kwargs == {"sandwich": True}
     assert experiment.search.methods == ("evolution", "random") and experiment.search.cost_unit == "gmacs"
     assert isinstance(experiment.search.algorithm, EvolutionSettings) and experiment.search.algorithm.budget == 140
-    assert experiment.export.parity_atol == 1e-4 and experiment.export.tflite is True
+    assert experiment.export.parity_atol == 1e-4 and experiment.export.formats == ("saved_model", "tflite_fp32")
+    assert experiment.export.max_metric_drop["tflite_int8"] == 0.03 and experiment.export.calibration_samples == 200
     with pytest.raises(dataclasses.FrozenInstanceError):
         experiment.train.steps = 3
     assert '"search_space"' in experiment.config_json
@@ -65,6 +66,17 @@ def test_cost_only_configs_need_no_train_or_search_section():
         ("search", "cost_measure", "madds", "config.search.cost_measure must be one of"),
         ("search", "population", 0, "search.population must be an int >= 1"),
         ("export", "parity_atol", 0.0, "config.export.parity_atol"),
+        ("export", "formats", ("tflite_int4",), r"config.export.formats must be distinct names from \['saved_model'"),
+        ("export", "formats", (), "config.export.formats must be distinct names"),
+        ("export", "formats", ("tflite_fp16", "tflite_fp16"), "config.export.formats must be distinct names"),
+        ("export", "tflite", True, "config.export.tflite was replaced by config.export.formats"),
+        ("export", "max_metric_drop", {"tflite_fp32": 0.1}, "max_metric_drop keys must be from .*parity_atol"),
+        ("export", "max_metric_drop", {"tflite_int8": -0.1}, r"config.export.max_metric_drop.tflite_int8 must be"),
+        ("export", "max_metric_drop", 0.1, "config.export.max_metric_drop must be a dict"),
+        ("export", "calibration_samples", 0, "config.export.calibration_samples must be an int >= 1"),
+        ("export", "int8_io", "yes", "config.export.int8_io must be true or false"),
+        ("export", "qat_steps", 0, "config.export.qat_steps must be an int >= 1"),
+        ("export", "qat_learning_rate", 0.0, "config.export.qat_learning_rate must be a finite number"),
         ("model", "task", "cls2", "config.model"),
         ("search_space", "width", 0, "width"),
         ("search_space", "type", "nope", "config.search_space.type must be one of"),

@@ -33,15 +33,20 @@ def serving_fn(static: keras.Model, task: str):
         raise ValueError(f"`task` must be one of {sorted(OUTPUT_NAMES)}. Received: task={task!r}")
 
     def serve(images):
-        outputs = tf.cast(static(pipeline.normalize(images), training=False), tf.float32)
-        if task == "seg":
-            logits = tf.image.resize(outputs, tf.shape(images)[1:3], method="bilinear")
-            return {"logits": outputs, "segmentation": tf.argmax(logits, axis=-1, output_type=tf.int32)}
-        if task == "cls":
-            return {"logits": outputs, "probabilities": tf.nn.softmax(outputs, axis=-1)}
-        return {"heatmaps": outputs}
+        return post_process(task, static(pipeline.normalize(images), training=False), images)
 
     return serve
+
+
+def post_process(task: str, outputs, images) -> dict:
+    """The named serving outputs from a network's raw output (`images` gives the seg output size)."""
+    outputs = tf.cast(outputs, tf.float32)
+    if task == "seg":
+        logits = tf.image.resize(outputs, tf.shape(images)[1:3], method="bilinear")
+        return {"logits": outputs, "segmentation": tf.argmax(logits, axis=-1, output_type=tf.int32)}
+    if task == "cls":
+        return {"logits": outputs, "probabilities": tf.nn.softmax(outputs, axis=-1)}
+    return {"heatmaps": outputs}
 
 
 def input_spec(input_size, batch=None) -> tf.TensorSpec:
@@ -60,11 +65,8 @@ def save_saved_model(static: keras.Model, task: str, input_size, path: str) -> s
 
 def save_tflite(saved_model_dir: str, path: str) -> str:
     """Converts the SavedModel's `serving_default` to a float32 TFLite file at `path` (builtin ops
-    only, no quantization). Returns `path`."""
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    data = converter.convert()
+    only, no quantization; `export.tflite.convert` makes the other formats). Returns `path`."""
+    from scalenas_tf.export import tflite
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
-    return path
+    return tflite.write(tflite.convert(saved_model_dir, "tflite_fp32"), path)

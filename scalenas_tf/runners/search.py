@@ -30,7 +30,7 @@ def log_header(experiment: Experiment, weights: str) -> dict[str, Any]:
     e.g. the budget, are left out)."""
     search, data, model = experiment.search, experiment.data, experiment.model
     settings = search.algorithm
-    return {
+    header = {
         "search_space": experiment.search_space_fields,
         "model": {"task": model.task, "num_classes": model.num_classes, "input_size": list(model.input_size)},
         "data": {
@@ -47,6 +47,9 @@ def log_header(experiment: Experiment, weights: str) -> dict[str, Any]:
         "settings": {k: v for k, v in settings.to_dict().items() if k not in settings.EXTENDABLE},
         "weights_sha256": workdir_lib.file_sha256(weights),
     }
+    if search.cost_measure == "latency_ms":  # the costs are this predictor's: another must not extend the log
+        header["latency_model_sha256"] = workdir_lib.file_sha256(search.latency_model)
+    return header
 
 
 class _Progress:

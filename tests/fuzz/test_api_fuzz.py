@@ -130,7 +130,12 @@ COMMON_SPECS = {
     ("export", "arch"): _kind("str"),
     ("export", "budget"): _float(none_ok=True),
     ("export", "name"): _kind("str"),
-    ("export", "tflite"): _kind("bool"),
+    ("export", "formats"): _kind("methods"),
+    ("export", "max_metric_drop"): _kind("kwargs"),
+    ("export", "calibration_samples"): _int(1),
+    ("export", "int8_io"): _kind("bool"),
+    ("export", "qat_steps"): _int(1),
+    ("export", "qat_learning_rate"): _float(low=0.0, low_open=True),
     ("export", "isolated_check"): _kind("bool"),
     ("export", "parity_atol"): _float(low=0.0, low_open=True),
 }

@@ -103,7 +103,7 @@ def test_export_folds_and_serves_with_parity(searched):
         ([2, 3, 4], "forward", "head"),
     ]
     assert folds[0]["reason"]
-    for kind in ("saved_model", "tflite"):
+    for kind in ("saved_model", "tflite_fp32"):
         assert summary["parity"][kind]["passed"], summary["parity"][kind]
     assert summary["cost"]["counted"].startswith("as extracted")
     meta = json.load(open(os.path.join(summary["export_dir"], "metadata.json")))

@@ -14,7 +14,9 @@ import pytest
 import tensorflow as tf
 
 from configs import quickstart
+from scalenas_tf.experiment import DEFAULT_MAX_METRIC_DROP
 from scalenas_tf.export import parity
+from scalenas_tf.export import tflite
 from scalenas_tf.runners import export as export_runner
 from scalenas_tf.runners import search as search_runner
 from scalenas_tf.runners import train as train_runner
@@ -101,7 +103,7 @@ def test_export_parity_and_metadata(searched):
     assert meta["arch_hash"] == best["hash"]
     # The exported arch scores what the search measured (same calibration and validation data).
     assert meta["metric"]["value"] == pytest.approx(best["miou"], abs=1e-9)
-    for kind in ("saved_model", "tflite"):
+    for kind in ("saved_model", "tflite_fp32"):
         report = meta["parity"][kind]
         assert report["passed"] and report["max_abs_diff"] <= 1e-4 * max(1.0, report["output_max_abs"]), report
         assert report["metric"] == pytest.approx(meta["parity"]["supernet"]["metric"], abs=1e-3)
@@ -123,7 +125,7 @@ def test_export_by_budget_named_arch_and_errors(searched, monkeypatch):
     workdir, summary = searched
     config = tiny_config()
     config.export.isolated_check = False
-    config.export.tflite = False
+    config.export.formats = ("saved_model",)
     cheapest = summary["front"][0]
     result = export_runner.run(config, workdir, budget=cheapest["gmacs"], name="cheap", log=lambda *a: None)
     assert result["arch_hash"] == cheapest["hash"]
@@ -134,15 +136,116 @@ def test_export_by_budget_named_arch_and_errors(searched, monkeypatch):
     with pytest.raises(ValueError, match="Not found"):
         export_runner.run(config, workdir, arch="no/such/arch.json", log=lambda *a: None)
     # A broken export fails loudly.
-    config.export.tflite = True
+    config.export.formats = ("saved_model", "tflite_fp32")
     real = parity.run_tflite
     monkeypatch.setattr(parity, "run_tflite", lambda path, images: {k: v + 0.01 for k, v in real(path, images).items()})
-    with pytest.raises(parity.ParityError, match="tflite: max abs diff"):
+    with pytest.raises(parity.ParityError, match="tflite_fp32: max abs diff"):
         export_runner.run(config, workdir, arch="smallest", name="broken", log=lambda *a: None)
     export_root = os.path.join(workdir, "export")
     assert not os.path.exists(os.path.join(export_root, "broken"))  # never swapped in
     failed = json.load(open(os.path.join(export_root, "broken.parity_failed.json")))
-    assert failed["parity"]["tflite"]["passed"] is False
+    assert failed["parity"]["tflite_fp32"]["passed"] is False
+
+
+def test_export_quantized_formats(searched):
+    workdir, _ = searched
+    config = tiny_config()
+    config.export.isolated_check = False
+    config.export.update(calibration_samples=8, int8_io=True)
+    formats = ("tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8")
+    result = export_runner.run(config, workdir, arch="largest", name="quantized", formats=formats, log=lambda *a: None)
+    out = result["export_dir"]
+    # Only what was asked for: no SavedModel directory.
+    assert sorted(os.listdir(out)) == sorted(["metadata.json", *(tflite.FILE_NAMES[f] for f in formats)])
+    meta = json.load(open(os.path.join(out, "metadata.json")))
+    assert meta["files"] == {f: tflite.FILE_NAMES[f] for f in formats}
+    supernet_metric = meta["parity"]["supernet"]["metric"]
+    for fmt in formats:
+        report = meta["parity"][fmt]
+        assert report["size_bytes"] == os.path.getsize(os.path.join(out, tflite.FILE_NAMES[fmt]))
+        assert report["metric_drop"] == pytest.approx(supernet_metric - report["metric"], abs=1e-12)
+        assert report["passed"] and 0.0 <= report["decision_agreement"] <= 1.0
+        if fmt == "tflite_fp32":
+            assert "max_metric_drop" not in report and report["max_abs_diff"] <= report["tolerance"]
+        else:
+            assert report["max_metric_drop"] == DEFAULT_MAX_METRIC_DROP[fmt]
+    # Quantized weights are smaller on disk (in this tiny model the graph itself is much of the file).
+    sizes = {f: meta["parity"][f]["size_bytes"] for f in formats}
+    assert sizes["tflite_int8"] < sizes["tflite_fp16"] < sizes["tflite_fp32"]
+    assert sizes["tflite_dynamic"] < sizes["tflite_fp16"]
+    assert meta["parity"]["tflite_int8"]["calibration_samples"] == 8 and meta["parity"]["tflite_int8"]["int8_io"]
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=os.path.join(out, "model_int8.tflite")).get_signature_runner("serving_default")
+    assert runner.get_input_details()["images"]["dtype"] == np.int8
+    assert runner.get_output_details()["segmentation"]["dtype"] == np.int32
+    assert "tflite_int8" in export_runner.format_summary(result)
+
+
+def test_export_records_the_predicted_latency(searched, tmp_path):
+    from scalenas_tf.experiment import Experiment
+    from scalenas_tf.search.latency import LatencyModel
+
+    workdir, _ = searched
+    path = LatencyModel({"conv_macs": 1e-6, "ops": 0.002}, 0.05, family="scalenas").save(str(tmp_path / "lat.json"))
+    config = tiny_config()
+    config.export.isolated_check = False
+    config.search.latency_model = path
+    result = export_runner.run(
+        config, workdir, arch="largest", name="lat", formats=("saved_model",), log=lambda *a: None
+    )
+    experiment = Experiment.from_config(config)
+    record = experiment.family.count(experiment.space, experiment.space.named("largest"), "seg", 5, (32, 32))
+    expected = 0.05 + 1e-6 * record.features["conv_macs"] + 0.002 * record.features["ops"]
+    assert result["cost"]["latency_ms_predicted"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_export_refuses_a_quantized_format_that_loses_too_much(searched, monkeypatch):
+    workdir, _ = searched
+    config = tiny_config()
+    config.export.isolated_check = False
+    config.export.calibration_samples = 4
+    config.export.max_metric_drop = {"tflite_dynamic": 0.0}
+    real = parity.run_tflite
+
+    def worse(path, images):  # the dynamic-range file predicts class 1 (not the background) everywhere
+        outputs = real(path, images)
+        if path.endswith(tflite.FILE_NAMES["tflite_dynamic"]):
+            outputs["logits"] = np.zeros_like(outputs["logits"])
+            outputs["logits"][..., 1] = 1.0
+        return outputs
+
+    monkeypatch.setattr(parity, "run_tflite", worse)
+    with pytest.raises(parity.ParityError, match=r"tflite_dynamic: miou drops by 0\.\d+ .* > max_metric_drop 0\.0000"):
+        export_runner.run(
+            config, workdir, arch="largest", name="lossy", formats=("tflite_dynamic",), log=lambda *a: None
+        )
+    export_root = os.path.join(workdir, "export")
+    assert not os.path.exists(os.path.join(export_root, "lossy"))
+    failed = json.load(open(os.path.join(export_root, "lossy.parity_failed.json")))
+    assert failed["parity"]["tflite_dynamic"]["passed"] is False
+
+
+def test_representative_images_come_from_the_training_pipeline(searched):
+    from scalenas_tf.experiment import Experiment
+
+    experiment = Experiment.from_config(tiny_config(), require=("data",))
+    images = export_runner._representative_images(experiment, 5)
+    assert images.shape == (5, 32, 32, 3) and images.dtype == np.float32
+    assert 0.0 <= images.min() and images.max() <= 1.0 and images.std() > 0.01
+    with pytest.raises(ValueError, match="calibration_samples=100000 but the training split gave only 64"):
+        export_runner._representative_images(experiment, 100_000)
+
+
+def test_export_format_errors(searched):
+    from scalenas_tf.export import qat
+
+    workdir, _ = searched
+    with pytest.raises(ValueError, match="formats must be distinct names from"):
+        export_runner.run(tiny_config(), workdir, arch="largest", formats=("tflite_int4",), log=lambda *a: None)
+    if qat.available() is not None:
+        with pytest.raises(ValueError, match=r"tflite_qat needs the \[qat\] extra"):
+            export_runner.run(tiny_config(), workdir, arch="largest", formats=("tflite_qat",), log=lambda *a: None)
 
 
 def _tree(root):
@@ -162,7 +265,7 @@ def test_failed_export_and_bad_names_leave_earlier_files_intact(searched, monkey
     workdir, _ = searched
     config = tiny_config()
     config.export.isolated_check = False
-    config.export.tflite = False
+    config.export.formats = ("saved_model",)
     first = export_runner.run(config, workdir, arch="largest", name="keep", log=lambda *a: None)
     keep = first["export_dir"]
     before = _tree(workdir)

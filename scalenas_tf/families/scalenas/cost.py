@@ -9,7 +9,9 @@ what the papers publish. `live_params`/`live_macs` count only the work whose res
 in top-down pose only branch 0 of the last module is read, so e.g. a branch deeper than branch 0
 there, or fusion into targets 1.. of the last module, is dead work. Extracted Keras models hold the
 live work only, so `live_params` is what their `count_params()` sees (plus BN moving statistics,
-`keras_count_params`).
+`keras_count_params`), and the latency features (`Cost.features`, `search.cost.LatencyFeatures`)
+count the live work only: convs, the explicit padding of strided convs, residual and fusion adds,
+fusion upsampling, and the seg head's resizes and concat.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from scalenas_tf import tasks
 from scalenas_tf.families.scalenas.space import ScaleNASArch
 from scalenas_tf.families.scalenas.space import ScaleNASSpace
+from scalenas_tf.search.cost import LatencyFeatures
 from scalenas_tf.search.cost import MacUnits
 
 
@@ -55,11 +58,13 @@ class Cost(MacUnits):
 
 
 class _Tally:
-    """Sums params, MACs and BN channels, keeping the live part apart."""
+    """Sums params, MACs and BN channels, keeping the live part apart; latency features count
+    the live work only (what the extracted model executes)."""
 
     def __init__(self):
         self.params = self.macs = 0
         self.live_params = self.live_macs = self.live_bn = 0
+        self.features = LatencyFeatures()
 
     def _add(self, params, macs, bn, live):
         self.params += params
@@ -74,10 +79,22 @@ class _Tally:
         out = (math.ceil(hw[0] / stride), math.ceil(hw[1] / stride))
         params = kernel * kernel * c_in * c_out + (c_out if bias else 0) + (2 * c_out if bn else 0)
         self._add(params, out[0] * out[1] * c_out * c_in * kernel * kernel, c_out if bn else 0, live)
+        if live:
+            if stride > 1:  # extraction pads a strided conv explicitly (ZeroPadding2D)
+                pad = kernel // 2
+                self.features.memory((hw[0] + 2 * pad) * (hw[1] + 2 * pad) * c_in)
+            self.features.conv(out, c_in, c_out, kernel)
         return out
 
     def dense(self, c_in, c_out, live=True):
         self._add(c_in * c_out + c_out, c_in * c_out, 0, live)
+        if live:
+            self.features.dense(c_in, c_out)
+
+    def memory(self, hw, channels, ops=1, live=True):
+        """`ops` ops without MACs, each streaming `hw` x `channels` (adds, resampling, concat, pooling)."""
+        if live:
+            self.features.memory(ops * hw[0] * hw[1] * channels, ops)
 
     def bottleneck(self, hw, c_in, planes, live=True):
         out_c = planes * tasks.BOTTLENECK_EXPANSION
@@ -86,15 +103,21 @@ class _Tally:
         self.conv(hw, planes, out_c, 1, live=live)
         if c_in != out_c:
             self.conv(hw, c_in, out_c, 1, live=live)
+        self.memory(hw, out_c, live=live)  # the residual add (its ReLU fuses into it)
         return out_c
 
     def basic_block(self, hw, c, live=True):
         self.conv(hw, c, c, 3, live=live)
         self.conv(hw, c, c, 3, live=live)
+        self.memory(hw, c, live=live)
 
     def fusion_edge(self, sizes, channels, target, source, live=True):
         if source > target:
             self.conv(sizes[source], channels[source], channels[target], 1, live=live)
+            self.memory(sizes[target], channels[target], live=live)  # upsampling to the target
+            factor = 2 ** (source - target)
+            if (sizes[source][0] * factor, sizes[source][1] * factor) != tuple(sizes[target]):
+                self.memory(sizes[target], channels[target], live=live)  # cropping the odd row / column
             return
         hw = sizes[source]
         for t in range(target - source):
@@ -192,6 +215,9 @@ def count(
             for j, s_, k in module.edges():
                 if s_ == s:
                     tally.fusion_edge(sizes, channels, j, k, live=(j, s, k) in live_edges)
+            for j in range(b):  # one add per fused source (the ReLU after them fuses into the last)
+                fused = sum(1 for j_, s_, _ in live_edges if j_ == j and s_ == s)
+                tally.memory(sizes[j], channels[j], ops=fused, live=fused > 0)
 
     # === Head ===
     b = len(channels)
@@ -199,6 +225,9 @@ def count(
         tally.conv(sizes[0], channels[0], num_classes, 1, bias=True, bn=False)
     elif task == "seg":
         total = sum(channels)
+        for i in range(1, b):
+            tally.memory(sizes[0], channels[i])  # bilinear resize of branch i to branch 0
+        tally.memory(sizes[0], total)  # concat
         tally.conv(sizes[0], total, total, 1, bias=True)
         tally.conv(sizes[0], total, num_classes, 1, bias=True, bn=False)
     else:
@@ -210,8 +239,10 @@ def count(
             tally.bottleneck(sizes[i], channels[i], head[i])
             nxt = head[i] * tasks.BOTTLENECK_EXPANSION
             tally.conv(sizes[i - 1], out, nxt, 3, 2, bias=True)
+            tally.memory(sizes[i], nxt)  # the add of branch i and the downsampled sum
             out = nxt
         tally.conv(sizes[b - 1], out, tasks.CLS_NUM_FEATURES, 1, bias=True)
+        tally.memory(sizes[b - 1], tasks.CLS_NUM_FEATURES)  # global average pooling (reads the map)
         tally.dense(tasks.CLS_NUM_FEATURES, num_classes)
     return Cost(
         params=tally.params,
@@ -220,4 +251,5 @@ def count(
         live_macs=tally.live_macs,
         live_bn_channels=tally.live_bn,
         input_size=tuple(input_size),
+        features=tally.features.as_dict(),
     )

@@ -11,6 +11,11 @@ Which published column which options reproduce (../shared/reference/scalenet.md 
   `hidden_rule="scale_then_expand"`, `se_squeeze="hidden"`.
 - EfficientNet-B0: 5,288,548 params, 385.8M MACs with `se_squeeze="input"` on B0's skeleton.
 
+The latency features (`ScaleNetCost.features`, `search.cost.LatencyFeatures`) count the network at
+the size counted (by default its own resolution; the bilinear resize an extracted model at another
+input size starts with is left out): convs, explicit padding of strided convs, activations that do
+not fuse into a conv, SE pooling, gate and multiply, residual adds and pooling.
+
 Pure Python (no TensorFlow).
 """
 
@@ -23,7 +28,12 @@ import numpy as np
 from scalenas_tf.families.scalenet.space import Network
 from scalenas_tf.families.scalenet.space import ScaleNetArch
 from scalenas_tf.families.scalenet.space import ScaleNetSpace
+from scalenas_tf.search.cost import LatencyFeatures
 from scalenas_tf.search.cost import MacUnits
+
+# Ops an activation adds to the extracted model (LiteRT): ReLU fuses into the conv before it; h-swish
+# and the gates are one op; swish is a sigmoid and a multiply.
+_ACTIVATION_OPS = {"relu": 0, "hswish": 1, "hard_sigmoid": 1, "sigmoid": 1, "swish": 2}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +103,7 @@ def count_network(
     size = _check_input_size((net.resolution, net.resolution) if input_size is None else input_size)
     h, w = size
     parts, totals = [], {"params": 0, "macs": 0, "bn": 0}
+    features = LatencyFeatures()
 
     def conv(hw, c_in, c_out, kernel, groups=1, bias=False, bn=True):
         per_output = (c_in // groups) * kernel * kernel
@@ -103,23 +114,49 @@ def count_network(
         totals["bn"] += c_out if bn else 0
         parts[-1][1] += params
         parts[-1][2] += macs
+        features.conv(hw, c_in, c_out, kernel, groups)
 
+    def memory(hw, channels, name=None):
+        """Ops without MACs (latency features only); `name`: an activation, which may fuse into the conv."""
+        ops = _ACTIVATION_OPS[name] if name is not None else 1
+        if ops:
+            features.memory(ops * hw[0] * hw[1] * channels, ops)
+
+    def padded(hw, channels, kernel):  # the explicit zero padding before a strided conv
+        memory((hw[0] + kernel // 2 * 2, hw[1] + kernel // 2 * 2), channels)
+
+    act = space.activation
+    padded((h, w), 3, 3)
     h, w = space.feature_size(h, 2), space.feature_size(w, 2)
     parts.append(["stem", 0, 0])
     conv((h, w), 3, net.stem_channels, 3)
+    memory((h, w), net.stem_channels, act)
     for block in net.blocks:
         parts.append([f"s{block.stage + 1}b{block.slot + 1}", 0, 0])
         if block.has_expand:
             conv((h, w), block.in_channels, block.hidden, 1)
+            memory((h, w), block.hidden, act)
+        if block.stride > 1:
+            padded((h, w), block.hidden, block.kernel)
         h, w = space.feature_size(h, block.stride), space.feature_size(w, block.stride)
         conv((h, w), block.hidden, block.hidden, block.kernel, groups=block.hidden)
+        memory((h, w), block.hidden, act)
         if block.se:
+            memory((h, w), block.hidden)  # average pooling (reads the map)
             conv((1, 1), block.hidden, block.squeeze, 1, bias=True, bn=False)
+            memory((1, 1), block.squeeze, space.se_activation)
             conv((1, 1), block.squeeze, block.hidden, 1, bias=True, bn=False)
+            memory((1, 1), block.hidden, space.se_gate)
+            memory((h, w), block.hidden)  # the gating multiply
         conv((h, w), block.hidden, block.out_channels, 1)
+        if block.residual:
+            memory((h, w), block.out_channels)
     parts.append(["head", 0, 0])
     last = net.blocks[-1].out_channels if net.blocks else net.stem_channels
     conv((h, w), last, net.head_channels, 1)
+    memory((h, w), net.head_channels, act)
+    memory((h, w), net.head_channels)  # global average pooling (reads the map)
+    features.dense(net.head_channels, num_classes)
     classifier = net.head_channels * num_classes + num_classes
     totals["params"] += classifier
     totals["macs"] += net.head_channels * num_classes
@@ -133,6 +170,7 @@ def count_network(
         input_size=size,
         depths=net.depths,
         layers=tuple((n, p, m) for n, p, m in parts),
+        features=features.as_dict(),
     )
 
 

@@ -7,6 +7,11 @@ BN, activations, residual adds, pooling and the SE gating multiply are free. The
 print MAdds = MACs / 1e6 (`ScarletCost.madds_m`); the HRNet and ScaleNAS papers print "GFLOPs" =
 MACs / 2**30 (`ScarletCost.gflops_hrnet`).
 
+The latency features (`ScarletCost.features`, `search.cost.LatencyFeatures`) always describe the
+extracted model (ELS folds applied), whatever `as_extracted`: its convs, the padding of strided
+depthwise convs, h-swish activations (ReLU6 fuses into the conv before it), SE pooling, gate and
+multiply, residual adds and pooling.
+
 Pure Python (no TensorFlow), like the ScaleNAS counter.
 """
 
@@ -20,12 +25,14 @@ from scalenas_tf.arch import ArchError
 from scalenas_tf.families.scarlet.space import BACKWARD
 from scalenas_tf.families.scarlet.space import FORWARD
 from scalenas_tf.families.scarlet.space import HEAD
+from scalenas_tf.families.scarlet.space import IDENTITY
 from scalenas_tf.families.scarlet.space import KEPT
 from scalenas_tf.families.scarlet.space import STEM
 from scalenas_tf.families.scarlet.space import ScarletArch
 from scalenas_tf.families.scarlet.space import ScarletSpace
 from scalenas_tf.families.scarlet.space import fold_plan
 from scalenas_tf.families.scarlet.space import parse_choice
+from scalenas_tf.search.cost import LatencyFeatures
 from scalenas_tf.search.cost import MacUnits
 
 
@@ -74,11 +81,12 @@ class ScarletCost(MacUnits):
 
 
 class _Tally:
-    """Sums params, MACs and BN channels, and keeps a per-part breakdown."""
+    """Sums params, MACs and BN channels, keeps a per-part breakdown, and the latency features."""
 
     def __init__(self):
         self.params = self.macs = self.bn = 0
         self.parts = []
+        self.features = LatencyFeatures()
 
     def start(self, name):
         self.parts.append([name, 0, 0])
@@ -95,9 +103,19 @@ class _Tally:
         per_output = (c_in // groups) * kernel * kernel
         params = c_out * per_output + (c_out if bias else 0) + (2 * c_out if bn else 0)
         self._add(params, out_hw[0] * out_hw[1] * c_out * per_output, c_out if bn else 0)
+        self.features.conv(out_hw, c_in, c_out, kernel, groups)
 
     def dense(self, c_in, c_out):
         self._add(c_in * c_out + c_out, c_in * c_out)
+        self.features.dense(c_in, c_out)
+
+    def memory(self, hw, channels):
+        """One op without MACs streaming `hw` x `channels` elements (latency features only)."""
+        self.features.memory(hw[0] * hw[1] * channels)
+
+    def padded(self, in_hw, channels, kernel):
+        """The explicit zero padding extraction puts before a strided conv (latency features only)."""
+        self.memory((in_hw[0] + kernel // 2 * 2, in_hw[1] + kernel // 2 * 2), channels)
 
 
 def _check_arguments(num_classes, input_size):
@@ -196,15 +214,19 @@ def count(
     num_classes, input_size = _check_arguments(num_classes, input_size)
     _check_arch(space, arch, validate)
     as_extracted = bool(as_extracted)
+    pooled = set()
     if as_extracted and space.identity_op == "els":
         expand_in, project_out, head_in, kept = _extraction_changes(space, arch)
+        pooled = {fold.layers[0] for fold in fold_plan(space, arch) if fold.pool}
     else:
         expand_in, project_out, head_in, kept = {}, {}, None, {}
     sizes = space.feature_sizes(input_size)
     tally = _Tally()
+    separate_act = space.activation != "relu6"  # ReLU6 fuses into the conv before it; h-swish is an op
 
     # === Stem and separable conv ===
     tally.start("stem")
+    tally.padded(input_size, 3, 3)
     tally.conv(sizes[0], 3, space.stem_channels, 3)
     tally.start("separable")
     tally.conv(sizes[0], space.stem_channels, space.stem_channels, 3, groups=space.stem_channels)
@@ -216,6 +238,8 @@ def count(
         c_in, c_out, out_hw = space.in_channels(i), space.channels[i], sizes[i + 1]
         block = parse_choice(name)
         if block is None:
+            if i in pooled:
+                tally.memory(out_hw, c_in)  # the strided identity's max pooling
             if i in kept:
                 fold = kept[i]
                 tally.conv(out_hw, fold.in_channels, fold.out_channels, 1, bn=False)
@@ -224,18 +248,38 @@ def count(
             continue
         hidden = round(c_in * block.expand)
         tally.conv(sizes[i], expand_in.get(i, c_in), hidden, 1)
+        if separate_act:
+            tally.memory(sizes[i], hidden)
+        if space.strides[i] > 1:
+            tally.padded(sizes[i], hidden, block.kernel)
         tally.conv(out_hw, hidden, hidden, block.kernel, groups=hidden)
+        if separate_act:
+            tally.memory(out_hw, hidden)
         if block.se:
             squeezed = max(1, hidden // 4)
+            tally.memory(out_hw, hidden)  # average pooling (reads the map)
             tally.conv((1, 1), hidden, squeezed, 1, bias=True, bn=False)
             tally.conv((1, 1), squeezed, hidden, 1, bias=True, bn=False)
+            tally.memory((1, 1), hidden)  # the hard-sigmoid gate
+            tally.memory(out_hw, hidden)  # the gating multiply
         tally.conv(out_hw, hidden, project_out.get(i, c_out), 1)
+        if space.has_residual(i):
+            tally.memory(out_hw, c_out)
 
     # === Head ===
     tally.start("head")
     head_reads = head_in if head_in is not None else space.channels[-1]
     tally.conv(sizes[-1], head_reads, space.head_channels, 1)
+    tally.memory(sizes[-1], space.head_channels)  # global average pooling (reads the map)
     tally.dense(space.head_channels, num_classes)
+    features = tally.features.as_dict()
+    if not as_extracted and space.identity_op == "els" and IDENTITY in arch.choices:
+        # The features always describe the extracted model (ELS folds applied). An unvalidated arch
+        # that the fold plan refuses has no extracted model: it keeps the papers' model's features.
+        try:
+            features = count(space, arch, num_classes, input_size, as_extracted=True, validate=False).features
+        except ArchError:
+            pass
     return ScarletCost(
         params=tally.params,
         macs=tally.macs,
@@ -243,4 +287,5 @@ def count(
         input_size=input_size,
         as_extracted=as_extracted,
         layers=tuple((n, p, m) for n, p, m in tally.parts),
+        features=features,
     )
