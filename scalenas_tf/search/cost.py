@@ -92,8 +92,9 @@ class LatencyFeatures:
     - `depthwise3_macs`, `depthwise5_macs`, `depthwise7_macs`: MACs of depthwise convs with a 3x3
       (or smaller), 5x5 and 7x7 (or larger) kernel, memory-bound and slower per MAC than dense convs;
       apart because their kernels differ: measured with LiteRT/XNNPACK on an AMD EPYC, a 7x7
-      depthwise MAC cost ~5x a 3x3 or 5x5 one, and depthwise MACs in one sum ranked held-out
-      SCARLET subnets (`configs/scarlet.py:cpu`) with Spearman 0.81, split by kernel 0.96;
+      depthwise MAC cost several times a 3x3 or 5x5 one (2.6-23x in the fitted weights), and
+      depthwise MACs in one sum ranked held-out SCARLET subnets (`configs/scarlet.py:cpu`) with
+      Spearman 0.81, split by kernel 0.96;
     - `dense_macs`: MACs of dense layers and of 1x1 convs on a 1x1 map (classifier, SE), matrix-vector;
     - `conv_outputs`: elements written by conv and dense layers (activation traffic);
     - `memory_elements`: elements streamed by the ops without MACs (adds, resampling, concat,

@@ -489,17 +489,17 @@ def test_benchmark_measures_files(tmp_path):
 @pytest.mark.slow
 def test_benchmark_fits_and_writes_a_predictor_the_config_accepts(tmp_path):
     out = tmp_path / "models" / "scarlet.json"
-    args = ["--what=latency", "--config=configs/scarlet.py:cpu", "--fit_archs=8", "--validate_archs=2"]
+    args = ["--what=latency", "--config=configs/scarlet.py:cpu", "--fit_archs=10", "--validate_archs=2"]
     args += ["--repeats=2", "--rounds=1", "--warmup=1", f"--latency_model={out}"]
     done = subprocess.run(
         [sys.executable, "bin/benchmark.py", *args], cwd=REPO, capture_output=True, text=True, timeout=900
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["fit_archs"] == 8 and result["validate_archs"] == 2 and result["latency_model"] == str(out)
+    assert result["fit_archs"] == 10 and result["validate_archs"] == 2 and result["latency_model"] == str(out)
     model = LatencyModel.load(out)
-    assert model.family == "scarlet" and model.fit_size == 8 and model.input_size == (32, 32)
-    assert len(model.extra["measurements"]) == 10
+    assert model.family == "scarlet" and model.fit_size == 10 and model.input_size == (32, 32)
+    assert len(model.extra["measurements"]) == 12
     from configs import scarlet
 
     config = scarlet.get_config("cpu").to_dict()
