@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import os
 import platform
@@ -28,6 +27,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from scalenas_tf import workdir
 
 FORMAT = "scalenas_tf.latency_model/1"
 # Subsets of features are enumerated for the exact non-negative fit (2^n least-squares solves).
@@ -314,19 +315,16 @@ class LatencyModel:
         )
 
     def save(self, path: str | os.PathLike) -> str:
-        """Writes the JSON to `path` through a temporary file in its directory, renamed into place.
+        """Writes the JSON to `path` atomically (`workdir.atomic_write_json`: a temporary file in its
+        directory, created if missing, then renamed into place).
 
         Raises:
-            IsADirectoryError: `path` is a directory. OSError: it cannot be written.
+            IsADirectoryError: `path` is a directory. WorkdirError: it cannot be written.
         """
         path = os.fspath(path)
         if os.path.isdir(path):
             raise IsADirectoryError(f"The latency model path is a directory: {path}")
-        from scalenas_tf import workdir
-
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        workdir.atomic_write_json(path, self.to_dict(), indent=2)
-        return path
+        return workdir.atomic_write_json(path, self.to_dict(), indent=2)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LatencyModel:
@@ -338,11 +336,10 @@ class LatencyModel:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Latency model file not found: {path}")
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = json.load(f)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise LatencyModelError(f"{path}: not a JSON latency model ({e})") from None
+        try:
+            data = workdir.read_json(path, "latency model")
+        except workdir.WorkdirError as e:
+            raise LatencyModelError(str(e)) from None
         try:
             return cls.from_dict(data)
         except LatencyModelError as e:
