@@ -401,15 +401,9 @@ def _interleaved_runs(models, on_round=None):
 
 
 def _summary(runs):
-    import numpy as np
+    from scalenas_tf.export.latency import summarize
 
-    values = np.asarray(runs)
-    return {
-        "median_ms": float(np.median(values)),
-        "min_ms": float(np.min(values)),
-        "p90_ms": float(np.percentile(values, 90)),
-        "mean_ms": float(np.mean(values)),
-    }
+    return summarize(runs)
 
 
 def _tflite_paths():

@@ -161,15 +161,22 @@ def measure_tflite(
         start = time.perf_counter()
         call()
         runs.append(1e3 * (time.perf_counter() - start))
-    values = np.asarray(runs)
+    return {
+        **summarize(runs),
+        "runs_ms": [float(v) for v in runs],
+        "threads": threads,
+        "batch": batch,
+        "warmup": warmup,
+        "repeats": repeats,
+    }
+
+
+def summarize(runs_ms) -> dict[str, float]:
+    """Median, mean, 90th percentile and minimum of call times in ms."""
+    values = np.asarray(runs_ms, np.float64)
     return {
         "median_ms": float(np.median(values)),
         "mean_ms": float(np.mean(values)),
         "p90_ms": float(np.percentile(values, 90)),
         "min_ms": float(np.min(values)),
-        "runs_ms": [float(v) for v in values],
-        "threads": threads,
-        "batch": batch,
-        "warmup": warmup,
-        "repeats": repeats,
     }

@@ -108,7 +108,7 @@ def convert(
 
 
 def write(data: bytes, path: str) -> str:
-    """Writes `data` to `path` (inside an export's staging directory). Returns `path`."""
-    with open(path, "wb") as f:
-        f.write(data)
-    return path
+    """Writes `data` to `path` through a temporary file renamed into place (`workdir.atomic_write_bytes`)."""
+    from scalenas_tf import workdir
+
+    return workdir.atomic_write_bytes(path, data)
