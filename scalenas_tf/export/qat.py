@@ -61,7 +61,7 @@ _INSTALL_HINT = 'pip install -e ".[qat]"'
 _CALIBRATION_BATCHES = 4
 
 
-def available() -> str | None:
+def unavailable_reason() -> str | None:
     """None when the `[qat]` extra (tensorflow-model-optimization, tf_keras) is importable, else why not.
 
     Looks the packages up without importing them (importing tfmot sets TF_USE_LEGACY_KERAS=1).
@@ -73,7 +73,7 @@ def available() -> str | None:
 
 
 def _require() -> None:
-    reason = available()
+    reason = unavailable_reason()
     if reason:
         raise ImportError(reason)
 

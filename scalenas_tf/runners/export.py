@@ -112,7 +112,7 @@ def run(
     if "tflite_qat" in formats:
         from scalenas_tf.export import qat
 
-        missing = qat.available()
+        missing = qat.unavailable_reason()
         if missing:
             raise ValueError(f"formats: tflite_qat needs the [qat] extra: {missing}")
     work = workdir_lib.Workdir(workdir)

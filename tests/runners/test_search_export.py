@@ -243,7 +243,7 @@ def test_export_format_errors(searched):
     workdir, _ = searched
     with pytest.raises(ValueError, match="formats must be distinct names from"):
         export_runner.run(tiny_config(), workdir, arch="largest", formats=("tflite_int4",), log=lambda *a: None)
-    if qat.available() is not None:
+    if qat.unavailable_reason() is not None:
         with pytest.raises(ValueError, match=r"tflite_qat needs the \[qat\] extra"):
             export_runner.run(tiny_config(), workdir, arch="largest", formats=("tflite_qat",), log=lambda *a: None)
 
