@@ -22,6 +22,8 @@ evaluator's metric function: `trace_s`, `first_step_s` (trace + graph optimizati
 `graph_ops_all` (including functions), `if_ops`, `case_ops`, `while_ops`, `peak_rss_mb`, and the
 1-minute load average (`os.getloadavg`) at the start and end. A static teacher is timed with
 untrained weights. Input size and batch come from the config.
+--what=forward, train_step and compile optimize their functions' graphs as training does
+(`config.train.graph_optimizations`: `--config.train.graph_optimizations=full` for TF's default).
 --what=latency: measured TFLite latency with LiteRT (`export.latency.measure_tflite`, --threads
 interpreter threads, batch 1 unless --batch is given), in --rounds interleaved rounds that each run
 every model (--warmup calls, then --repeats timed ones), so that a burst of load on the machine
@@ -113,15 +115,19 @@ def _best_time(fn, repeats):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if _WHAT.value == "train_step":
-        return _train_step_benchmark()
-    if _WHAT.value == "compile":
-        return _compile_benchmark()
     if _WHAT.value == "latency":
         return _latency_benchmark()
-    if _CONFIG.value is None:
-        raise app.UsageError(f"--what={_WHAT.value} needs --config")
-    return _forward_benchmark()
+    from scalenas_tf.training import graph_options
+
+    try:
+        mode = _experiment().graph_optimizations
+    except ValueError as e:
+        print(f"benchmark.py: error: {e}", file=sys.stderr)
+        return 1
+    benchmark = {"forward": _forward_benchmark, "train_step": _train_step_benchmark, "compile": _compile_benchmark}
+    # Graph optimization as training gets it (config.train.graph_optimizations), static models included.
+    with graph_options.graph_optimizations(mode):
+        return benchmark[_WHAT.value]()
 
 
 def _experiment():
@@ -321,8 +327,6 @@ def _compile_benchmark():
         return 1
     space, model = experiment.space, experiment.model
     keras.config.set_dtype_policy(_PRECISION.value or train.precision)
-    if not train.graph_optimizations:
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     keras.utils.set_random_seed(experiment.seed)
     batch = next(iter(_train_dataset(experiment)))
     result = {

@@ -60,6 +60,7 @@ def get_config(arg=None):
         sparse_updates=True,
         per_replica_subnets=False,
         precision="float32",
+        graph_optimizations="fast",  # "full": TF's default grappler; "off": none (training/graph_options.py)
     )
     # The paper's search is n0=1000, k=100, N=2000 (the EvolutionSettings defaults); at ~0.8 s per
     # arch here, the quickstart searches 140 archs per method, the first 60 shared by both.

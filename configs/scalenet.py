@@ -102,7 +102,7 @@ def get_config(arg=None):
         sparse_updates=True,
         per_replica_subnets=False,
         precision="float32",
-        graph_optimizations=True,
+        graph_optimizations="fast",  # "full": TF's default grappler; "off": none (training/graph_options.py)
     )
     # MCEA as the paper: T = 8 rounds, P = 50, N = 40, 20 initial bases, tolerances 25M / 50M x 2^j.
     config.search = dict(

@@ -72,7 +72,7 @@ def get_config(arg=None):
         sparse_updates=True,
         per_replica_subnets=False,
         precision="float32",
-        graph_optimizations=True,
+        graph_optimizations="fast",  # "full": TF's default grappler; "off": none (training/graph_options.py)
     )
     # SCARLET Algorithm 1: population 70, 120 generations, crowding weights (0.4, 0.4, 0.2) on
     # (accuracy, MAdds, params), MAdds <= 500M checked before any evaluation, accuracy >= 0.4 after.

@@ -51,5 +51,6 @@ def get_config(arg=None):
         # float32 | mixed_bfloat16 | mixed_float16 (GPUs). On a CPU without AMX (the CI machine, AMD
         # EPYC) a mixed_bfloat16 step measured 3.2-3.9x slower than float32, hence float32.
         precision="float32",
+        graph_optimizations="fast",  # "full": TF's default grappler; "off": none (training/graph_options.py)
     )
     return config

@@ -76,6 +76,7 @@ REAL_DATA_TRAIN = dict(
     distill_weight=0.5,
     sparse_updates=True,
     precision="float32",
+    graph_optimizations="fast",  # "full": TF's default grappler; "off": none (training/graph_options.py)
 )
 
 

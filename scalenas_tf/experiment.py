@@ -20,6 +20,7 @@ from scalenas_tf.config import parse_input_size
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 TEACHERS = ("inplace", "none", "static")
+GRAPH_OPTIMIZATIONS = ("fast", "full", "off")  # = training.graph_options.MODES (this module imports no TF)
 SECTIONS = ("seed", "search_space", "model", "data", "train", "search", "export")
 
 
@@ -111,6 +112,20 @@ def _bool(fields, section, name, default):
     return value
 
 
+def _graph_optimizations(fields, section):
+    """`train.graph_optimizations`: a `GRAPH_OPTIMIZATIONS` name (see `training.graph_options`); true/false
+    (the field's type before the modes) read as `"fast"`/`"off"`."""
+    value = fields.get("graph_optimizations", "fast")
+    if isinstance(value, bool):
+        return "fast" if value else "off"
+    if value not in GRAPH_OPTIMIZATIONS:
+        raise ConfigError(
+            f"config.{section}.graph_optimizations must be one of {list(GRAPH_OPTIMIZATIONS)} (or true/false "
+            f"for 'fast'/'off'). Received: {_short(value)}"
+        )
+    return value
+
+
 def _choice(fields, section, name, choices, default=None, required=False):
     if name not in fields:
         if required:
@@ -184,7 +199,7 @@ class TrainSettings:
     sparse_updates: bool
     per_replica_subnets: bool
     precision: str
-    graph_optimizations: bool
+    graph_optimizations: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -315,6 +330,12 @@ class Experiment:
         if value is None:
             raise ConfigError(f"Config is missing the section `config.{section}`")
         return value
+
+    @property
+    def graph_optimizations(self) -> str:
+        """How the supernet's compiled functions are optimized (`training.graph_options`): the config's
+        `train.graph_optimizations`, `"fast"` without a train section (e.g. a search-only config)."""
+        return self.train.graph_optimizations if self.train is not None else "fast"
 
     # === Builders (plain objects from the settings) ===
 
@@ -475,7 +496,7 @@ def _train(fields, family: registry.Family) -> TrainSettings | None:
         sparse_updates=_bool(fields, section, "sparse_updates", True),
         per_replica_subnets=_bool(fields, section, "per_replica_subnets", False),
         precision=_choice(fields, section, "precision", PRECISIONS, default="float32"),
-        graph_optimizations=_bool(fields, section, "graph_optimizations", True),
+        graph_optimizations=_graph_optimizations(fields, section),
     )
 
 

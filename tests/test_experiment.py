@@ -60,6 +60,12 @@ def test_cost_only_configs_need_no_train_or_search_section():
         ("train", "optimizer", "lamb", "config.train.optimizer must be one of"),
         ("train", "sampler", "spos", "config.train.sampler must be one of .* for the scalenas space"),
         ("train", "sparse_updates", "yes", "config.train.sparse_updates must be true or false"),
+        (
+            "train",
+            "graph_optimizations",
+            "fastest",
+            r"config.train.graph_optimizations must be one of \['fast', 'full', 'off'\] .* Received: 'fastest'",
+        ),
         ("train", "typo", 1, r"Unknown field\(s\) in config.train: \['typo'\]"),
         ("data", "batch_size", 0, "config.data.batch_size must be an int >= 1"),
         ("search", "methods", ("nsga2",), "config.search.methods must be distinct names from"),
@@ -88,6 +94,17 @@ def test_bad_fields_name_the_field_and_value(section, field, value, match):
     with pytest.raises(ConfigError, match=match) as error:
         Experiment.from_config(config, require=("data", "train", "search"))
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "value, mode", [("fast", "fast"), ("full", "full"), ("off", "off"), (True, "fast"), (False, "off")]
+)
+def test_graph_optimizations_take_a_mode_or_the_former_bool(value, mode):
+    config = quickstart.get_config().to_dict()
+    config["train"]["graph_optimizations"] = value
+    assert Experiment.from_config(config).train.graph_optimizations == mode
+    del config["train"]["graph_optimizations"]
+    assert Experiment.from_config(config).train.graph_optimizations == "fast"
 
 
 def test_unknown_top_level_section_and_wrong_section_type():

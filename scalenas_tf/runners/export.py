@@ -102,6 +102,7 @@ def run(
     from scalenas_tf.export import serving
     from scalenas_tf.export import tflite
     from scalenas_tf.models.checkpoint import load_trained_supernet
+    from scalenas_tf.training import graph_options
 
     experiment = Experiment.from_config(config, require=("data", "search"))
     export, model, family, space = experiment.export, experiment.model, experiment.family, experiment.space
@@ -124,9 +125,10 @@ def run(
     start = time.perf_counter()
     log(f"[export] arch {chosen.hash()}: {how}")
 
-    evaluator = make_evaluator(experiment, supernet)
-    evaluated = evaluator(chosen)  # recalibrates BN for this arch, in place
-    baseline = evaluator.constant_baseline()
+    with graph_options.graph_optimizations(experiment.graph_optimizations):
+        evaluator = make_evaluator(experiment, supernet)
+        evaluated = evaluator(chosen)  # recalibrates BN for this arch, in place
+        baseline = evaluator.constant_baseline()
     extraction = family.extract(supernet, chosen, input_size, name=f"subnet_{chosen.hash()}")
     static = extraction.model
     for line in extraction.log_lines:

@@ -23,6 +23,7 @@ from scalenas_tf.models.checkpoint import load_trained_supernet
 from scalenas_tf.search import pareto
 from scalenas_tf.search.ledger import front_of
 from scalenas_tf.search.state import EvaluationLog
+from scalenas_tf.training import graph_options
 
 
 def log_header(experiment: Experiment, weights: str) -> dict[str, Any]:
@@ -84,49 +85,50 @@ def run(config: Any, workdir: str, log=print) -> dict[str, Any]:
     search, family, space = experiment.search, experiment.family, experiment.space
     settings = search.algorithm
     work = workdir_lib.Workdir(workdir)
-    cost_of = experiment.cost_of()
-    supernet, weights = load_trained_supernet(experiment, work)
-    evaluations = EvaluationLog(work.evaluations, log_header(experiment, weights))
-    if evaluations.records:
-        log(f"[search] resuming: {len(evaluations.records)} evaluations stored in {evaluations.path}")
+    with graph_options.graph_optimizations(experiment.graph_optimizations):  # the evaluator's functions
+        cost_of = experiment.cost_of()
+        supernet, weights = load_trained_supernet(experiment, work)
+        evaluations = EvaluationLog(work.evaluations, log_header(experiment, weights))
+        if evaluations.records:
+            log(f"[search] resuming: {len(evaluations.records)} evaluations stored in {evaluations.path}")
 
-    start = time.perf_counter()
-    evaluator = make_evaluator(experiment, supernet)
-    baseline = evaluator.constant_baseline()
-    metric_name = evaluator.metric_name
+        start = time.perf_counter()
+        evaluator = make_evaluator(experiment, supernet)
+        baseline = evaluator.constant_baseline()
+        metric_name = evaluator.metric_name
 
-    def evaluate(arch):
-        result = evaluator(arch)
-        counted = cost_of(arch)
-        record = {"metric": result["metric"], "details": result["details"], "seconds": result["seconds"]}
-        if isinstance(counted, tuple):
-            record.update(cost=counted[0], params=counted[1])
-        else:
-            record["cost"] = counted
-        return record
+        def evaluate(arch):
+            result = evaluator(arch)
+            counted = cost_of(arch)
+            record = {"metric": result["metric"], "details": result["details"], "seconds": result["seconds"]}
+            if isinstance(counted, tuple):
+                record.update(cost=counted[0], params=counted[1])
+            else:
+                record["cost"] = counted
+            return record
 
-    results = {}
-    for method in search.methods:
-        progress = _Progress(method, settings.evaluations, metric_name)
-        wrapped = evaluations.cached_evaluate(method, evaluate, on_record=progress)
-        method_start = time.perf_counter()
-        results[method] = family.search(method)(space, wrapped, cost_of, settings)
-        if results[method].stopped_early:
-            log(f"[search] {method} stopped early: {results[method].stopped_early}")
-        log(
-            f"[search] {method}: {len(results[method].results)} archs ({progress.fresh} evaluated now) "
-            f"in {time.perf_counter() - method_start:.1f}s"
+        results = {}
+        for method in search.methods:
+            progress = _Progress(method, settings.evaluations, metric_name)
+            wrapped = evaluations.cached_evaluate(method, evaluate, on_record=progress)
+            method_start = time.perf_counter()
+            results[method] = family.search(method)(space, wrapped, cost_of, settings)
+            if results[method].stopped_early:
+                log(f"[search] {method} stopped early: {results[method].stopped_early}")
+            log(
+                f"[search] {method}: {len(results[method].results)} archs ({progress.fresh} evaluated now) "
+                f"in {time.perf_counter() - method_start:.1f}s"
+            )
+
+        summary = summarize(results, baseline, metric_name, search.cost_unit, settings.evaluations, space)
+        summary.update(
+            workdir=workdir,
+            weights=weights,
+            seconds=round(time.perf_counter() - start, 1),
+            metric_traces=evaluator.trace_count,
         )
-
-    summary = summarize(results, baseline, metric_name, search.cost_unit, settings.evaluations, space)
-    summary.update(
-        workdir=workdir,
-        weights=weights,
-        seconds=round(time.perf_counter() - start, 1),
-        metric_traces=evaluator.trace_count,
-    )
-    write_outputs(work, summary, results, metric_name)
-    return summary
+        write_outputs(work, summary, results, metric_name)
+        return summary
 
 
 def _point(record, method, metric_name, unit, space):

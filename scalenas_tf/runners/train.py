@@ -58,6 +58,7 @@ def run(config, workdir: str, strategy: str = "default", verbose="auto", log=pri
     import tensorflow as tf
 
     from scalenas_tf.data import pipeline
+    from scalenas_tf.training import graph_options
     from scalenas_tf.training.loop import train_loop
 
     experiment = Experiment.from_config(config, require=("data", "train"))
@@ -100,62 +101,59 @@ def run(config, workdir: str, strategy: str = "default", verbose="auto", log=pri
 
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(train.precision)
-    if not train.graph_optimizations:
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     try:
-        keras.utils.set_random_seed(experiment.seed)
-        with dist.scope():
-            supernet = experiment.build_supernet()
-            supernet.build((None, None, None, 3))
-            teacher = prepare_teacher(experiment, supernet, input_size, log=log)
-            trainer = experiment.build_trainer(supernet, teacher)
-            trainer.compile(optimizer=experiment.build_optimizer())
+        with graph_options.graph_optimizations(train.graph_optimizations):
+            keras.utils.set_random_seed(experiment.seed)
+            with dist.scope():
+                supernet = experiment.build_supernet()
+                supernet.build((None, None, None, 3))
+                teacher = prepare_teacher(experiment, supernet, input_size, log=log)
+                trainer = experiment.build_trainer(supernet, teacher)
+                trainer.compile(optimizer=experiment.build_optimizer())
 
-        steps, per_epoch = train.steps, train.steps_per_epoch
-        if strategy == "multi_worker":
-            summary = train_loop(
-                trainer,
-                train_ds,
-                steps,
-                work.loop_checkpoints_dir,
-                dist,
-                checkpoint_every=per_epoch,
-                log=log,
-            )
-        else:
-            callbacks = [
-                # Kept after the run, so that restarting a finished job does not train it again.
-                keras.callbacks.BackupAndRestore(work.backup_dir, delete_checkpoint=False),
-                keras.callbacks.ModelCheckpoint(
-                    os.path.join(work.checkpoints_dir, "trainer.weights.h5"), save_weights_only=True
-                ),
-                keras.callbacks.TensorBoard(work.tensorboard_dir, update_freq="epoch"),
-            ]
-            try:
-                history = trainer.fit(
+            steps, per_epoch = train.steps, train.steps_per_epoch
+            if strategy == "multi_worker":
+                summary = train_loop(
+                    trainer,
                     train_ds,
-                    epochs=-(-steps // per_epoch),
-                    steps_per_epoch=per_epoch,
-                    validation_data=val_ds,
-                    callbacks=callbacks,
-                    verbose=verbose,
+                    steps,
+                    work.loop_checkpoints_dir,
+                    dist,
+                    checkpoint_every=per_epoch,
+                    log=log,
                 )
-            except (OSError, KeyError, tf.errors.OpError) as e:
-                if not os.path.isdir(work.backup_dir):
-                    raise
-                raise ValueError(
-                    f"Cannot resume from the backup in {work.backup_dir} ({type(e).__name__}: {e}). "
-                    f"If it is damaged (e.g. cut short by a kill), delete {work.backup_dir} to start training over"
-                ) from None
-            summary = {k: float(v[-1]) for k, v in history.history.items()}
-            summary["steps"] = int(trainer.optimizer.iterations.numpy())
-        if distribute.is_chief(dist):
-            with workdir_lib.atomic_path(work.weights) as tmp:
-                supernet.save_weights(tmp)
+            else:
+                callbacks = [
+                    # Kept after the run, so that restarting a finished job does not train it again.
+                    keras.callbacks.BackupAndRestore(work.backup_dir, delete_checkpoint=False),
+                    keras.callbacks.ModelCheckpoint(
+                        os.path.join(work.checkpoints_dir, "trainer.weights.h5"), save_weights_only=True
+                    ),
+                    keras.callbacks.TensorBoard(work.tensorboard_dir, update_freq="epoch"),
+                ]
+                try:
+                    history = trainer.fit(
+                        train_ds,
+                        epochs=-(-steps // per_epoch),
+                        steps_per_epoch=per_epoch,
+                        validation_data=val_ds,
+                        callbacks=callbacks,
+                        verbose=verbose,
+                    )
+                except (OSError, KeyError, tf.errors.OpError) as e:
+                    if not os.path.isdir(work.backup_dir):
+                        raise
+                    raise ValueError(
+                        f"Cannot resume from the backup in {work.backup_dir} ({type(e).__name__}: {e}). "
+                        f"If it is damaged (e.g. cut short by a kill), delete {work.backup_dir} to start training over"
+                    ) from None
+                summary = {k: float(v[-1]) for k, v in history.history.items()}
+                summary["steps"] = int(trainer.optimizer.iterations.numpy())
+            if distribute.is_chief(dist):
+                with workdir_lib.atomic_path(work.weights) as tmp:
+                    supernet.save_weights(tmp)
     finally:
         keras.config.set_dtype_policy(previous_policy)
-        if not train.graph_optimizations:
-            tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": False})
     summary["workdir"] = workdir
     workdir_lib.atomic_write_json(work.train_summary, summary, indent=2)
     return summary

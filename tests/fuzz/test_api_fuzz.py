@@ -174,7 +174,7 @@ SPECS = {
         ("search_space", "identity_op"): _choice(("els", "skip")),
         ("model", "task"): _choice(("cls",)),
         ("train", "sampler"): _choice(("spos", "strict_fair", "sandwich", "largest")),
-        ("train", "graph_optimizations"): _kind("bool"),
+        ("train", "graph_optimizations"): _choice(("fast", "full", "off")),
         ("search", "population"): _int(2, none_ok=True),
         ("search", "generations"): _int(0, none_ok=True),
         ("search", "weights"): _kind("weights"),

@@ -240,3 +240,30 @@ def test_missing_teacher_checkpoint_or_arch_fails_before_training(tmp_path):
     config.train.update(teacher_checkpoint=str(present), teacher_arch="no_such_arch")
     with pytest.raises(ValueError, match="no_such_arch"):
         train_runner.run(config, str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("mode", ["off", "fast"])
+def test_the_train_step_is_compiled_under_the_configured_graph_optimizations(tmp_path, monkeypatch, mode):
+    from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.eager import context
+
+    from scalenas_tf.training.trainer import SupernetTrainer
+
+    seen = []
+    train_step = SupernetTrainer.train_step
+
+    def traced(self, data):  # runs while the train function is traced, inside its first call
+        serialized = context.context().function_call_options.config_proto_serialized
+        seen.append(config_pb2.ConfigProto.FromString(serialized).graph_options.rewrite_options)
+        return train_step(self, data)
+
+    monkeypatch.setattr(SupernetTrainer, "train_step", traced)
+    config = shapes_seg.get_config()
+    config.search_space.update(width=4, depth_choices=(1,), num_modules=(1, 1, 1))
+    config.model.input_size = (32, 32)
+    config.data.update(batch_size=2, train_examples=4, validation_examples=2)
+    config.train.update(steps=1, steps_per_epoch=1, warmup_steps=0, teacher="none", graph_optimizations=mode)
+    train_runner.run(config, str(tmp_path), verbose=0, log=lambda line: None)
+    assert seen, "the train step was not traced"
+    assert all(options.disable_meta_optimizer == (mode == "off") for options in seen)
+    assert all((options.meta_optimizer_iterations == options.ONE) == (mode == "fast") for options in seen)
