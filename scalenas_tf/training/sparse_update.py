@@ -157,41 +157,92 @@ def _apply_fast(optimizer, grads, variables, gated_layers, masks):
 
 
 def _update_step(optimizer, learning_rate):
-    """`(grad, var, lr) -> None`: the optimizer's `update_step`, with Adam's per-step scalars computed once.
+    """`(grad, var, lr[, mask]) -> None`: the optimizer's `update_step`, traced with less Python per variable.
 
     Keras's `Adam.update_step` recomputes the step count, both beta powers and the step size for every variable
-    (~15 scalar graph ops each, thousands per supernet, a large share of the train step's trace and graph
-    optimization time). Computed once per step they are the same values, so the update below is Keras's, op for
-    op, on the tensors: the weights follow the same trajectory bit for bit (tested). Other optimizers, and Adam
-    with `amsgrad` or float16 variables, use their own `update_step`.
+    (~15 scalar graph ops each), and Keras's `Adam` and `SGD` convert each slot variable and Python constant to a
+    tensor per use (a variable read through the Keras and `tf.Variable` conversion layers). A supernet's step
+    updates hundreds to thousands of variables (shapes_seg: 681, ~5 of its ~25 s trace). Here the per-step scalars
+    and constants are computed once and each variable is read and assigned through its resource handle (~3 s);
+    the arithmetic on each variable is Keras's, op for op, so the weights and slots follow the same trajectory
+    bit for bit (tested).
+    Other optimizers, Adam with `amsgrad`, and variables that are not float32 use the optimizer's own
+    `update_step`.
     """
-    if not _is_plain_adam(optimizer):
-        return optimizer.update_step
-    ops = keras.ops
+    if _is_plain_adam(optimizer):
+        return _adam_step(optimizer, learning_rate)
+    if type(optimizer) is keras.optimizers.SGD:
+        return _sgd_step(optimizer, learning_rate)
+    return optimizer.update_step
+
+
+def _plain_float32(gradient, variable):
+    """A dense float32 gradient of a float32 variable (the handle path); else the optimizer's own update."""
+    return isinstance(gradient, tf.Tensor) and gradient.dtype == tf.float32 and variable.dtype == tf.float32
+
+
+def _read(handle):
+    return tf.raw_ops.ReadVariableOp(resource=handle, dtype=tf.float32)
+
+
+def _adam_step(optimizer, learning_rate):
+    ops, raw = keras.ops, tf.raw_ops
     lr = ops.cast(learning_rate, "float32")
     local_step = ops.cast(optimizer.iterations + 1, "float32")
     beta_1_power = ops.power(ops.cast(optimizer.beta_1, "float32"), local_step)
     beta_2_power = ops.power(ops.cast(optimizer.beta_2, "float32"), local_step)
     alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+    # Keras multiplies by the Python floats `1 - beta` and adds `epsilon`: the same float32 constants.
+    one_minus_beta_1 = tf.constant(1 - optimizer.beta_1, tf.float32)
+    one_minus_beta_2 = tf.constant(1 - optimizer.beta_2, tf.float32)
+    epsilon = tf.constant(optimizer.epsilon, tf.float32)
 
     def adam_step(gradient, variable, learning_rate, mask=None):
         """`mask` (0/1 floats): entries at 0 keep weight and moments exactly (x + 0 * d == x); at 1
         the update is Keras's bit for bit (1 * d == d)."""
-        if variable.dtype != tf.float32:
+        if not _plain_float32(gradient, variable):
             return optimizer.update_step(gradient, variable, learning_rate)
-        gradient = ops.cast(gradient, variable.dtype)
         index = optimizer._get_variable_index(variable)
-        m, v = optimizer._momentums[index], optimizer._velocities[index]
+        m = _tf_variable(optimizer._momentums[index]).handle
+        v = _tf_variable(optimizer._velocities[index]).handle
 
         def masked(delta):
-            return delta if mask is None else ops.multiply(mask, delta)
+            return delta if mask is None else raw.Mul(x=mask, y=delta)
 
-        optimizer.assign_add(m, masked(ops.multiply(ops.subtract(gradient, m), 1 - optimizer.beta_1)))
-        optimizer.assign_add(v, masked(ops.multiply(ops.subtract(ops.square(gradient), v), 1 - optimizer.beta_2)))
-        step = ops.divide(ops.multiply(m, alpha), ops.add(ops.sqrt(v), optimizer.epsilon))
-        optimizer.assign_sub(variable, masked(step))
+        raw.AssignAddVariableOp(
+            resource=m, value=masked(raw.Mul(x=raw.Sub(x=gradient, y=_read(m)), y=one_minus_beta_1))
+        )
+        raw.AssignAddVariableOp(
+            resource=v, value=masked(raw.Mul(x=raw.Sub(x=raw.Square(x=gradient), y=_read(v)), y=one_minus_beta_2))
+        )
+        step = raw.RealDiv(x=raw.Mul(x=_read(m), y=alpha), y=raw.AddV2(x=raw.Sqrt(x=_read(v)), y=epsilon))
+        raw.AssignSubVariableOp(resource=variable.handle, value=masked(step))
 
     return adam_step
+
+
+def _sgd_step(optimizer, learning_rate):
+    raw = tf.raw_ops
+    lr = tf.cast(learning_rate, tf.float32)
+    momentum = tf.cast(optimizer.momentum, tf.float32)
+
+    def sgd_step(gradient, variable, learning_rate):
+        if not _plain_float32(gradient, variable):
+            return optimizer.update_step(gradient, variable, learning_rate)
+        if optimizer.momentum == 0:
+            raw.AssignSubVariableOp(resource=variable.handle, value=raw.Mul(x=gradient, y=lr))
+            return
+        m = _tf_variable(optimizer.momentums[optimizer._get_variable_index(variable)]).handle
+        raw.AssignVariableOp(resource=m, value=raw.Sub(x=raw.Mul(x=_read(m), y=momentum), y=raw.Mul(x=gradient, y=lr)))
+        if optimizer.nesterov:
+            raw.AssignAddVariableOp(
+                resource=variable.handle,
+                value=raw.Sub(x=raw.Mul(x=_read(m), y=momentum), y=raw.Mul(x=gradient, y=lr)),
+            )
+        else:
+            raw.AssignAddVariableOp(resource=variable.handle, value=_read(m))
+
+    return sgd_step
 
 
 def _is_plain_adam(optimizer):

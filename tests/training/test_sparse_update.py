@@ -14,6 +14,9 @@ def _optimizer(name):
         "adam": lambda: keras.optimizers.Adam(schedule),
         "adamw": lambda: keras.optimizers.AdamW(1e-3, weight_decay=0.05),
         "sgd": lambda: keras.optimizers.SGD(0.05, momentum=0.9),
+        "sgd_nesterov": lambda: keras.optimizers.SGD(schedule, momentum=0.8, nesterov=True, weight_decay=1e-2),
+        "sgd_plain": lambda: keras.optimizers.SGD(0.05),
+        "adam_amsgrad": lambda: keras.optimizers.Adam(1e-3, amsgrad=True),
         "adam_clipnorm": lambda: keras.optimizers.Adam(1e-3, global_clipnorm=0.1),
     }[name]()
 
@@ -37,7 +40,7 @@ def _run(name, fast, steps=6):
     return [v.numpy() for v in variables] + [s.numpy() for s in optimizer.variables]
 
 
-@pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "adam_clipnorm"])
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "sgd_nesterov", "sgd_plain", "adam_clipnorm", "adam_amsgrad"])
 def test_fast_path_equals_keras_apply_bit_for_bit(name):
     fast, keras_ref = _run(name, fast=True), _run(name, fast=False)
     assert len(fast) == len(keras_ref)
@@ -53,6 +56,21 @@ def test_adam_scalars_are_computed_once_per_step():
     fn = tf.function(lambda gs: sparse_update.apply_gradients(optimizer, gs, variables, [], sparse=True))
     graph = fn.get_concrete_function([tf.TensorSpec((2, 2), tf.float32)] * 20).graph
     assert sum(op.type == "Pow" for op in graph.get_operations()) == 2
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_update_constants_are_built_once_per_step(name):
+    """Keras's update creates its constants (`1 - beta_1`, the momentum, ...) per variable; the fast path once."""
+
+    def constants(count):
+        variables = [keras.Variable(np.zeros((2, 2), "float32")) for _ in range(count)]
+        optimizer = _optimizer(name)
+        optimizer.build(variables)
+        fn = tf.function(lambda gs: sparse_update.apply_gradients(optimizer, gs, variables, [], sparse=True))
+        graph = fn.get_concrete_function([tf.TensorSpec((2, 2), tf.float32)] * count).graph
+        return sum(op.type == "Const" for op in graph.get_operations())
+
+    assert constants(1) == constants(20)
 
 
 def test_missing_gradients_are_skipped_like_keras():
