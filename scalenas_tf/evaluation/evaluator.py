@@ -79,8 +79,10 @@ class SubnetEvaluator:
         self.recalibrate = recalibrate
         self._calibrator = BatchNormCalibrator(supernet) if recalibrate else None
         self._cache: dict[str, dict[str, Any]] = {}
-        self._statistic = tf.function(self._batch_statistic, reduce_retracing=True)
-        self._predict = tf.function(self._outputs, reduce_retracing=True)
+        # No autograph, as Keras traces `train_step`: the supernets branch with explicit `tf.cond`, so
+        # converting every function the trace calls is Python work for nothing.
+        self._statistic = tf.function(self._batch_statistic, reduce_retracing=True, autograph=False)
+        self._predict = tf.function(self._outputs, reduce_retracing=True, autograph=False)
 
     def _outputs(self, images, vector):
         return self.supernet(images, arch=vector, training=False)

@@ -90,6 +90,7 @@ class BatchNormCalibrator:
         if self._fn is None:
             self._fn = tf.function(
                 self._accumulate,
+                autograph=False,  # as the evaluator's functions (evaluation/evaluator.py)
                 input_signature=[
                     tf.TensorSpec((None, None, None, 3), tf.float32),
                     tf.TensorSpec((self.supernet.space.vector_size,), tf.int32),
