@@ -4,12 +4,9 @@ Leaf layers are standard Keras layers with globally unique names; an extracted s
 of them (same name, same config, copied weights), so it loads and serves without scalenas_tf.
 """
 
-import contextlib
-
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.ops import control_flow_util_v2
 
 # PyTorch BatchNorm2d defaults (momentum 0.1 on the new value, eps 1e-5), as in the HRNet code.
 # Keras's momentum weighs the old moving statistics: PyTorch's momentum m is Keras's 1 - m.
@@ -84,37 +81,6 @@ def gate(on, run, skip):
     if known is not None:
         return run() if bool(known) else skip()
     return tf.cond(on, run, skip)
-
-
-@contextlib.contextmanager
-def functional_control_flow(functional=True):
-    """`tf.cond` and `tf.while_loop` ops created inside this context run as functional `If` / `While` ops.
-
-    By default TF marks each `If` and `While` op for lowering: on the function's first call a graph pass turns
-    it into `Switch`/`Merge` nodes with its branches inlined, so a supernet's train function becomes one flat
-    graph of every branch of every gate (shapes_seg: 51.8k nodes) that grappler and the executor process
-    whole, and each step the executor walks the untaken branches' nodes as dead tensors. Left functional, an
-    `If` runs only the branch it takes, a function instantiated on first use, at the cost of a function call
-    per `If` run. Measured (`configs/shapes_seg.py`, 2 CPU cores, both variants traced in one process, calls
-    interleaved): the train step (forward, cond_v2 gradients, sparse update) first call 20.8 -> 11.3 s, steady
-    step 9 % faster over 8 subnets; a forward-only call (batch 64) first call 3.1 -> 1.3 s but 6.6 % slower
-    over 12 subnets. So the trainer's `train_step` traces inside this context and the evaluator and the BN
-    calibrator, which run forward passes over many batches, keep TF's lowering (README, Benchmarks).
-
-    TF has no public setting for this (it skips lowering only under XLA and the single-threaded executor):
-    this sets the module flag `control_flow_util_v2` reads as it creates each op, for the ops created inside
-    the context, and restores it on exit. `compile_stats.graph_stats` counts the ops marked for lowering
-    (tested: none in a traced train step).
-
-    `functional=False` restores TF's lowering inside the context: for a cond whose branch places ops on
-    several devices (the sparse update of mirrored variables), which a functional `If` cannot do.
-    """
-    previous = control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE
-    control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE = bool(functional)
-    try:
-        yield
-    finally:
-        control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE = previous
 
 
 def batch_norm(name=None, bn_momentum=BN_MOMENTUM):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from scalenas_tf.layers import common
 from scalenas_tf.models.supernet import Supernet
 from scalenas_tf.tasks import IGNORE_LABEL
 from scalenas_tf.training import losses
@@ -160,11 +159,6 @@ class SupernetTrainer(keras.Model):
 
     def train_step(self, data):
         self.train_step_traces += 1
-        # The gradient's conds and the sparse update's too, not only the supernet's (`functional_control_flow`).
-        with common.functional_control_flow():
-            return self._train_step(data)
-
-    def _train_step(self, data):
         images, targets = _unpack(data)
         vectors = self.sample()
         teacher_out = None

@@ -24,7 +24,6 @@ from scalenas_tf.families.scalenas.space import ScaleNASSpace
 from scalenas_tf.families.scalenas.supernet import ScaleNASSupernet
 from scalenas_tf.layers import common
 from scalenas_tf.models.extraction import extract_subnet
-from scalenas_tf.training import compile_stats
 from scalenas_tf.training import losses
 from scalenas_tf.training.bn_calibration import BatchNormCalibrator
 from scalenas_tf.training.sampler import FixedSampler
@@ -247,23 +246,6 @@ def test_one_trace_serves_every_sampled_arch(grouped):
     for v, w in zip(trainer.supernet.trainable_variables, before):
         assert not np.array_equal(v.numpy(), w), v.path
     assert np.all(np.isfinite(history.history["loss"]))
-
-
-def test_conds_stay_functional_in_the_train_step_only():
-    """Nothing in a traced train step (gates, their gradients, the sparse update's conds) is marked for lowering to
-    Switch/Merge (`common.functional_control_flow`); a forward pass traced outside it keeps TF's default."""
-    net = new_supernet(0)
-    trainer = SupernetTrainer(net, sampler=UniformSampler(SPACE, seed=0))
-    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
-    images, masks = seg_data("train", 2)
-    step = tf.function(trainer.train_step, autograph=False).get_concrete_function((images, masks))
-    stats = compile_stats.graph_stats(step)
-    assert stats["if_ops"] > 10 and stats["lowered_ops"] == 0, stats
-    forward = tf.function(lambda x, arch: net(x, arch=arch, training=False), autograph=False)
-    stats = compile_stats.graph_stats(
-        forward.get_concrete_function(images, tf.TensorSpec((SPACE.vector_size,), tf.int32))
-    )
-    assert stats["if_ops"] > 0 and stats["lowered_ops"] == stats["if_ops"], stats
 
 
 def test_more_fitting_does_not_retrace(grouped):
