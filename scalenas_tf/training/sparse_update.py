@@ -9,10 +9,13 @@ No optimizer API skips variables per step by a tensor predicate, so this module 
 
 - Fast path, for Keras's own optimizers (SGD, Adam, AdamW, RMSprop, ...) without gradient
   accumulation, EMA or loss scaling: it replays `Optimizer.apply` for the TF backend (unscale,
-  clip, all-reduce, weight decay, `update_step`, iteration count) with one `tf.cond` per gated
+  clip, all-reduce, weight decay, update, iteration count) with one `tf.cond` per gated
   layer around that layer's decay and update, so unused choices are skipped, not computed. It uses
-  the optimizer's per-variable hooks (`update_step`, `_clip_gradients`, `_use_weight_decay`,
-  `_all_reduce_sum_gradients`), which Keras's own TF code path calls the same way.
+  the optimizer's per-variable hooks (`_clip_gradients`, `_use_weight_decay`,
+  `_all_reduce_sum_gradients`), which Keras's own TF code path calls the same way. The update of
+  float32 variables by SGD, Adam and AdamW (without amsgrad) is Keras's arithmetic written on the
+  variables' resource handles, with the per-step constants built once (`_update_step`); any other
+  optimizer's runs through its own `update_step`.
 - Fallback, for any other optimizer (e.g. `LossScaleOptimizer`): snapshot the gated variables and
   their slots, let the optimizer apply its update, then restore the snapshot where the gate is off.
 Under a `tf.distribute` strategy both update per device in cross-replica context.
@@ -233,11 +236,11 @@ def _sgd_step(optimizer, learning_rate):
             raw.AssignSubVariableOp(resource=variable.handle, value=raw.Mul(x=gradient, y=lr))
             return
         m = _tf_variable(optimizer.momentums[optimizer._get_variable_index(variable)]).handle
-        raw.AssignVariableOp(resource=m, value=raw.Sub(x=raw.Mul(x=_read(m), y=momentum), y=raw.Mul(x=gradient, y=lr)))
+        scaled_gradient = raw.Mul(x=gradient, y=lr)  # Keras computes it twice for Nesterov: the same bits
+        raw.AssignVariableOp(resource=m, value=raw.Sub(x=raw.Mul(x=_read(m), y=momentum), y=scaled_gradient))
         if optimizer.nesterov:
             raw.AssignAddVariableOp(
-                resource=variable.handle,
-                value=raw.Sub(x=raw.Mul(x=_read(m), y=momentum), y=raw.Mul(x=gradient, y=lr)),
+                resource=variable.handle, value=raw.Sub(x=raw.Mul(x=_read(m), y=momentum), y=scaled_gradient)
             )
         else:
             raw.AssignAddVariableOp(resource=variable.handle, value=_read(m))
