@@ -20,6 +20,7 @@ import tensorflow as tf
 IF_OPS = ("If", "StatelessIf")
 CASE_OPS = ("Case", "StatelessCase")
 WHILE_OPS = ("While", "StatelessWhile")
+LOWERING_ATTR = "_lower_using_switch_merge"  # TF's mark on an `If`/`Case`/`While` op it lowers when first called
 
 
 def graph_stats(concrete) -> dict[str, int]:
@@ -27,18 +28,21 @@ def graph_stats(concrete) -> dict[str, int]:
 
     Returns:
         `graph_ops` (top-level nodes), `graph_ops_all` (plus every node of every function in the graph's
-        library), and `if_ops`, `case_ops`, `while_ops` counted over both.
+        library), `if_ops`, `case_ops`, `while_ops` counted over both, and `lowered_ops`: how many of those
+        control-flow ops TF will lower to `Switch`/`Merge` on the first call
+        (`graph_options.functional_control_flow`).
     """
     graph_def = concrete.graph.as_graph_def()
-    top = [node.op for node in graph_def.node]
-    inner = [node.op for function in graph_def.library.function for node in function.node_def]
-    every = top + inner
+    top = list(graph_def.node)
+    every = top + [node for function in graph_def.library.function for node in function.node_def]
+    control_flow = [node for node in every if node.op in IF_OPS + CASE_OPS + WHILE_OPS]
     return {
         "graph_ops": len(top),
         "graph_ops_all": len(every),
-        "if_ops": sum(op in IF_OPS for op in every),
-        "case_ops": sum(op in CASE_OPS for op in every),
-        "while_ops": sum(op in WHILE_OPS for op in every),
+        "if_ops": sum(node.op in IF_OPS for node in control_flow),
+        "case_ops": sum(node.op in CASE_OPS for node in control_flow),
+        "while_ops": sum(node.op in WHILE_OPS for node in control_flow),
+        "lowered_ops": sum(node.attr[LOWERING_ATTR].b for node in control_flow if LOWERING_ATTR in node.attr),
     }
 
 

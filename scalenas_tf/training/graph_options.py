@@ -1,4 +1,5 @@
-"""How much graph optimization (grappler) the supernet's compiled functions get on their first call.
+"""How much graph optimization (grappler) the supernet's compiled functions get on their first call, and which
+of their conds TF lowers (`functional_control_flow`).
 
 TensorFlow optimizes a function's graph the first time it is called. By default every grappler pass runs
 twice, plus passes that do nothing for these graphs. A supernet's train function is a large graph (tens of
@@ -31,6 +32,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
 from tensorflow.core.protobuf import rewriter_config_pb2
 from tensorflow.python.eager import context
+from tensorflow.python.ops import control_flow_util_v2
 
 MODES = ("fast", "full", "off")
 
@@ -73,3 +75,34 @@ def graph_optimizations(mode: str):
 def _check(mode):
     if mode not in MODES:
         raise ValueError(f"graph optimization mode must be one of {list(MODES)}. Received: {mode!r}")
+
+
+@contextlib.contextmanager
+def functional_control_flow(functional=True):
+    """`tf.cond` and `tf.while_loop` ops created inside this context run as functional `If` / `While` ops.
+
+    By default TF marks each `If` and `While` op for lowering: on the function's first call a graph pass turns it
+    into `Switch`/`Merge` nodes with its branches inlined, so the graph grappler and the executor process holds
+    every branch, and each step the executor walks the untaken branches' nodes as dead tensors. Left functional,
+    an `If` runs only the branch it takes, as a function instantiated on first use, at the cost of a function call
+    per `If` run. TF has no public setting for this (it skips lowering only under XLA and the single-threaded
+    executor): this sets the module flag `control_flow_util_v2` reads as it creates each op, for the ops created
+    inside the context, and restores it on exit. `compile_stats.graph_stats` counts the ops marked for lowering.
+
+    The sparse update's conds are built inside it (`sparse_update.apply_gradients`): element-wise optimizer
+    arithmetic, for which the first call of the train function got shorter at an unchanged step (2 CPU cores,
+    lowered vs functional traced in one process, calls interleaved over 8 subnets: `configs/scarlet.py:cpu`
+    first call 70.1 -> 49.0 s; `configs/shapes_seg.py` 22.4 -> 20.4 s, step 2,421 -> 2,431 ms; `:w32`
+    16.5 -> 14.9 s, step 2,320 -> 2,307 ms). The supernet's gates are not: TF instantiates a functional `If`'s
+    branch without its graph-rewrite passes, so the oneDNN rewrite never reaches the convolutions in it and they
+    run on Eigen's kernels, and the `:w32` step got 24 % slower (README, Benchmarks).
+
+    `functional=False` restores TF's lowering inside the context: for a cond whose branch places ops on several
+    devices (the sparse update of mirrored variables), which a functional `If` cannot do.
+    """
+    previous = control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE
+    control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE = bool(functional)
+    try:
+        yield
+    finally:
+        control_flow_util_v2._DISABLE_LOWER_USING_SWITCH_MERGE = previous

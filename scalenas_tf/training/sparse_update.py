@@ -15,7 +15,8 @@ No optimizer API skips variables per step by a tensor predicate, so this module 
   `_all_reduce_sum_gradients`), which Keras's own TF code path calls the same way. The update of
   float32 variables by SGD, Adam and AdamW (without amsgrad) is Keras's arithmetic written on the
   variables' resource handles, with the per-step constants built once (`_update_step`); any other
-  optimizer's runs through its own `update_step`.
+  optimizer's runs through its own `update_step`. With one replica and that arithmetic, the conds stay
+  functional `If` ops (`graph_options.functional_control_flow`), not lowered into the train function's graph.
 - Fallback, for any other optimizer (e.g. `LossScaleOptimizer`): snapshot the gated variables and
   their slots, let the optimizer apply its update, then restore the snapshot where the gate is off.
 Under a `tf.distribute` strategy both update per device in cross-replica context.
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
+
+from scalenas_tf.training import graph_options
 
 
 def _tf_variable(v):
@@ -63,6 +66,23 @@ def apply_gradients(optimizer, grads, variables, gated_layers, sparse=True, mask
             the bool `mask` (broadcastable to the variable) is false keep their value and optimizer
             slots bit-exactly (snapshotted before the update, restored after it).
     """
+    # The update's conds stay functional (`graph_options.functional_control_flow`: SCARLET cpu's first call of
+    # the train function 70 -> 49 s) where that cannot change a bit: with one replica (with several, one cond
+    # updates a mirrored variable's copy on each device, which only a lowered cond can place) and when the update
+    # is this module's own arithmetic. Grappler's arithmetic optimizer reassociates `var * decay * lr` into
+    # `var * (decay * lr)` in a lowered graph but not inside a function, so Keras's own `update_step` would round
+    # differently in a functional cond.
+    functional = tf.distribute.get_strategy().num_replicas_in_sync == 1 and _own_update(optimizer)
+    with graph_options.functional_control_flow(functional=functional):
+        _apply_gradients(optimizer, grads, variables, gated_layers, sparse, masks)
+
+
+def _own_update(optimizer):
+    """Whether the fast path updates with this module's arithmetic (`_update_step`), not the optimizer's."""
+    return _is_plain_adam(optimizer) or type(optimizer) is keras.optimizers.SGD
+
+
+def _apply_gradients(optimizer, grads, variables, gated_layers, sparse, masks):
     if not sparse:
         gated_layers, masks = [], ()
     if any(g is None for g in grads):  # a variable the loss does not reach: Keras skips it too
@@ -136,7 +156,9 @@ def _apply_fast(optimizer, grads, variables, gated_layers, masks):
         def update(strategy, grads, ons, float_masks):
             def decay_and_step(var, grad, lr, mask=None):
                 if optimizer.weight_decay is not None and optimizer._use_weight_decay(var):
-                    decay = var * tf.cast(optimizer.weight_decay, var.dtype) * tf.cast(lr, var.dtype)
+                    # Keras writes `var * decay * lr`; grappler computes it as below in any lowered graph (as
+                    # Keras's own update runs), but not inside a functional cond: so written as it runs.
+                    decay = var * (tf.cast(optimizer.weight_decay, var.dtype) * tf.cast(lr, var.dtype))
                     var.assign_sub(decay if mask is None else mask * decay)
                 if mask is None:
                     return update_step(grad, var, lr)
@@ -168,7 +190,7 @@ def _update_step(optimizer, learning_rate):
     updates hundreds to thousands of variables (shapes_seg: 681, ~5 of its ~25 s trace). Here the per-step scalars
     and constants are computed once and each variable is read and assigned through its resource handle (~3 s);
     the arithmetic on each variable is Keras's, op for op, so the weights and slots follow the same trajectory
-    bit for bit (tested).
+    bit for bit (tested; weight decay, applied before this step, is written as grappler rewrites Keras's).
     Other optimizers, Adam with `amsgrad`, and variables that are not float32 use the optimizer's own
     `update_step`.
     """

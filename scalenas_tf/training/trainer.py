@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from scalenas_tf.models.supernet import Supernet
 from scalenas_tf.tasks import IGNORE_LABEL
+from scalenas_tf.training import gradient_tracing
 from scalenas_tf.training import losses
 from scalenas_tf.training import sparse_update
 from scalenas_tf.training.sampler import ArchSampler
@@ -159,6 +160,10 @@ class SupernetTrainer(keras.Model):
 
     def train_step(self, data):
         self.train_step_traces += 1
+        with gradient_tracing.indexed_gradient_walk():  # the same graph, built with less Python
+            return self._train_step(data)
+
+    def _train_step(self, data):
         images, targets = _unpack(data)
         vectors = self.sample()
         teacher_out = None

@@ -24,6 +24,7 @@ from scalenas_tf.families.scalenas.space import ScaleNASSpace
 from scalenas_tf.families.scalenas.supernet import ScaleNASSupernet
 from scalenas_tf.layers import common
 from scalenas_tf.models.extraction import extract_subnet
+from scalenas_tf.training import compile_stats
 from scalenas_tf.training import losses
 from scalenas_tf.training.bn_calibration import BatchNormCalibrator
 from scalenas_tf.training.sampler import FixedSampler
@@ -246,6 +247,26 @@ def test_one_trace_serves_every_sampled_arch(grouped):
     for v, w in zip(trainer.supernet.trainable_variables, before):
         assert not np.array_equal(v.numpy(), w), v.path
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+def traced_step_stats(sparse_updates, optimizer):
+    trainer = SupernetTrainer(new_supernet(0), sampler=UniformSampler(SPACE, seed=0), sparse_updates=sparse_updates)
+    trainer.compile(optimizer=optimizer)
+    step = tf.function(trainer.train_step, autograph=False).get_concrete_function(seg_data("train", 2))
+    return compile_stats.graph_stats(step)
+
+
+def test_only_the_sparse_update_conds_stay_functional():
+    """The gates and their gradients are lowered to Switch/Merge as TF does by default (a functional branch would
+    miss the oneDNN rewrite); the sparse update's conds stay functional (`graph_options.functional_control_flow`),
+    except with an optimizer whose own `update_step` runs in them."""
+    dense = traced_step_stats(False, keras.optimizers.Adam(1e-3))
+    sparse = traced_step_stats(True, keras.optimizers.Adam(1e-3))
+    assert dense["if_ops"] > 10 and dense["lowered_ops"] == dense["if_ops"], dense
+    assert sparse["lowered_ops"] == dense["lowered_ops"], (sparse, dense)
+    assert sparse["if_ops"] > dense["if_ops"], (sparse, dense)
+    amsgrad = traced_step_stats(True, keras.optimizers.Adam(1e-3, amsgrad=True))
+    assert amsgrad["lowered_ops"] == amsgrad["if_ops"] == sparse["if_ops"], (amsgrad, sparse)
 
 
 def test_more_fitting_does_not_retrace(grouped):
