@@ -92,10 +92,12 @@ def functional_control_flow(functional=True):
     The sparse update's conds are built inside it (`sparse_update.apply_gradients`): element-wise optimizer
     arithmetic, for which the first call of the train function got shorter at an unchanged step (2 CPU cores,
     lowered vs functional traced in one process, calls interleaved over 8 subnets: `configs/scarlet.py:cpu`
-    first call 70.1 -> 49.0 s; `configs/shapes_seg.py` 22.4 -> 20.4 s, step 2,421 -> 2,431 ms; `:w32`
-    16.5 -> 14.9 s, step 2,320 -> 2,307 ms). The supernet's gates are not: TF instantiates a functional `If`'s
-    branch without its graph-rewrite passes, so the oneDNN rewrite never reaches the convolutions in it and they
-    run on Eigen's kernels, and the `:w32` step got 24 % slower (README, Benchmarks).
+    first call 70.1 -> 49.0 s, step 1,066 -> 1,105 ms, and 80.6 -> 55.3 s, 1,181 -> 1,142 ms in a second run;
+    `configs/shapes_seg.py:w32` without a teacher 16.5 -> 14.9 s, step 2,320 -> 2,307 ms. With the in-place
+    teacher every weight is updated each step: no sparse-update conds, nothing changes). The supernet's gates
+    are not: TF instantiates a functional `If`'s branch without its graph-rewrite passes, so the oneDNN rewrite
+    never reaches the convolutions in it and they run on Eigen's kernels, and the `:w32` step got 24 % slower
+    (README, Benchmarks).
 
     `functional=False` restores TF's lowering inside the context: for a cond whose branch places ops on several
     devices (the sparse update of mirrored variables), which a functional `If` cannot do.

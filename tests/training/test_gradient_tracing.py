@@ -69,13 +69,12 @@ def test_gradients_are_bit_identical_and_tfs_walk_is_back_after_the_context():
 
 
 def test_the_train_step_traces_with_the_indexed_walk(monkeypatch):
-    walks = []
+    walks, indexed = [], gradient_tracing.mark_reached_ops
 
     def counting(from_ops, reached_ops, func_graphs):
         walks.append(len(from_ops))
-        return gradient_tracing.mark_reached_ops.__wrapped__(from_ops, reached_ops, func_graphs)
+        return indexed(from_ops, reached_ops, func_graphs)
 
-    counting.__wrapped__ = gradient_tracing.mark_reached_ops
     monkeypatch.setattr(gradient_tracing, "mark_reached_ops", counting)
     space = ScaleNASSpace(
         width=4, depth_choices=(1, 2), num_modules=(1,), num_branches=(2,), stem_channels=8, layer1_blocks=1
