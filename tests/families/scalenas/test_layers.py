@@ -8,6 +8,7 @@ import tensorflow as tf
 from scalenas_tf.families.scalenas.basic_block import BasicBlock
 from scalenas_tf.families.scalenas.bottleneck import Bottleneck
 from scalenas_tf.families.scalenas.fusion import FusionEdge
+from scalenas_tf.families.scalenas.fusion import upsample_nearest
 from scalenas_tf.families.scalenas.heads import ClassificationHead
 from scalenas_tf.families.scalenas.heads import PoseHead
 from scalenas_tf.families.scalenas.heads import SegmentationHead
@@ -162,6 +163,37 @@ def test_default_fusion_is_nearest_repeat_and_crop():
     kinds = [type(layer).__name__ for layer in static.layers]
     assert "UpSampling2D" in kinds and "Cropping2D" in kinds and "Resizing" not in kinds
     assert static.get_layer(f"{edge.name}_up").interpolation == "nearest"
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_upsample_nearest_is_repeat_on_both_axes(factor):
+    """The supernet's nearest upsampling (one tile of a 6-D view) gives exactly `repeat` on height and width,
+    cropped, with static and with unknown sizes; its gradient sums each output block back onto its pixel."""
+    x = tf.constant(np.random.default_rng(factor).normal(size=(2, 5, 3, 4)).astype("float32"))
+    want = np.repeat(np.repeat(x.numpy(), factor, axis=1), factor, axis=2)
+    np.testing.assert_array_equal(upsample_nearest(x, factor, (5 * factor, 3 * factor)), want)
+    np.testing.assert_array_equal(upsample_nearest(x, factor, (5 * factor - 1, 3 * factor - 2)), want[:, :-1, :-2])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 4])])
+    def dynamic(t):
+        return upsample_nearest(t, factor, (tf.shape(t)[1] * factor - 1, tf.shape(t)[2] * factor))
+
+    np.testing.assert_array_equal(dynamic(x), want[:, :-1])
+    weights = tf.constant(np.random.default_rng(0).normal(size=want.shape).astype("float32"))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(upsample_nearest(x, factor, want.shape[1:3]) * weights)
+    blocks = weights.numpy().reshape(2, 5, factor, 3, factor, 4).astype("float64").sum(axis=(2, 4))
+    np.testing.assert_allclose(tape.gradient(loss, x), blocks, rtol=1e-5, atol=1e-5)
+
+
+def test_upsample_nearest_builds_a_small_graph():
+    """At static sizes it is 6 graph ops (two repeats built ~60, a fifth of the shapes_seg train graph)."""
+    graph = (
+        tf.function(lambda t: upsample_nearest(t, 4, (12, 8))).get_concrete_function(tf.TensorSpec([2, 3, 2, 5])).graph
+    )
+    ops = [op.type for op in graph.get_operations() if op.type not in ("Placeholder", "Identity", "NoOp")]
+    assert sorted(ops) == ["Const", "Const", "Const", "Reshape", "Reshape", "Tile"]
 
 
 def test_extracted_bilinear_edge_keeps_later_batch_norms_in_inference():
