@@ -80,3 +80,23 @@ def test_missing_gradients_are_skipped_like_keras():
     sparse_update.apply_gradients(optimizer, [tf.ones((2,)), None], variables, [], sparse=True)
     np.testing.assert_array_equal(variables[0].numpy(), [0.5, 0.5])
     np.testing.assert_array_equal(variables[1].numpy(), [1.0, 1.0])
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd", "sgd_nesterov"])
+def test_each_variable_is_one_call_of_one_traced_update(name):
+    """The per-variable update is traced once and called per variable: a step's graph grows by one call op
+    per variable, and every call runs the same function."""
+
+    def graph(count):
+        variables = [keras.Variable(np.zeros((2, 2 + i % 3), "float32")) for i in range(count)]
+        optimizer = _optimizer(name)
+        optimizer.build(variables)
+        fn = tf.function(lambda gs: sparse_update.apply_gradients(optimizer, gs, variables, [], sparse=True))
+        return fn.get_concrete_function([tf.TensorSpec(v.shape, tf.float32) for v in variables]).graph
+
+    small, large = graph(1), graph(21)
+    calls = [op for op in large.get_operations() if op.type in ("PartitionedCall", "StatefulPartitionedCall")]
+    assert len(calls) == 21 and len({op.get_attr("f").name for op in calls}) == 1
+    per_variable = (len(large.get_operations()) - len(small.get_operations())) / 20
+    # handles, gradient, the call and strategy bookkeeping (~20 ops written out); weight decay adds its own ops
+    assert per_variable <= (10 if name == "sgd_nesterov" else 7), per_variable
