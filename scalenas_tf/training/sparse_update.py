@@ -14,8 +14,8 @@ No optimizer API skips variables per step by a tensor predicate, so this module 
   the optimizer's per-variable hooks (`_clip_gradients`, `_use_weight_decay`,
   `_all_reduce_sum_gradients`), which Keras's own TF code path calls the same way. The update of
   float32 variables by SGD, Adam and AdamW (without amsgrad) is Keras's arithmetic written on the
-  variables' resource handles, with the per-step constants built once and the per-variable update traced
-  once and called for each variable (`_update_step`, `_traced_update`); any other
+  variables' resource handles, with the per-step constants built once (`_update_step`); inside a gated
+  layer's functional cond each variable's update is a call of one traced update (`_traced_update`); any other
   optimizer's runs through its own `update_step`. With one replica and that arithmetic, the conds stay
   functional `If` ops (`graph_options.functional_control_flow`), not lowered into the train function's graph.
 - Fallback, for any other optimizer (e.g. `LossScaleOptimizer`): snapshot the gated variables and
@@ -77,7 +77,7 @@ def apply_gradients(optimizer, grads, variables, gated_layers, sparse=True, mask
     # differently in a functional cond.
     functional = tf.distribute.get_strategy().num_replicas_in_sync == 1 and _own_update(optimizer)
     with graph_options.functional_control_flow(functional=functional):
-        _apply_gradients(optimizer, grads, variables, gated_layers, sparse, masks)
+        _apply_gradients(optimizer, grads, variables, gated_layers, sparse, masks, functional)
 
 
 def _own_update(optimizer):
@@ -85,7 +85,7 @@ def _own_update(optimizer):
     return _is_plain_adam(optimizer) or type(optimizer) is keras.optimizers.SGD
 
 
-def _apply_gradients(optimizer, grads, variables, gated_layers, sparse, masks):
+def _apply_gradients(optimizer, grads, variables, gated_layers, sparse, masks, functional):
     if not sparse:
         gated_layers, masks = [], ()
     if any(g is None for g in grads):  # a variable the loss does not reach: Keras skips it too
@@ -96,10 +96,10 @@ def _apply_gradients(optimizer, grads, variables, gated_layers, sparse, masks):
         masked = _masked_targets(optimizer, variables, masks)
         olds = [tf.identity(_tf_variable(v).read_value()) for v, _ in masked]
         with tf.control_dependencies(olds):
-            _apply(optimizer, grads, variables, gated_layers, fast, {})
+            _apply(optimizer, grads, variables, gated_layers, fast, {}, functional)
         _restore_where_off([_tf_variable(v) for v, _ in masked], olds, [m for _, m in masked])
     else:
-        _apply(optimizer, grads, variables, gated_layers, fast, {id(v): m for v, m in masks})
+        _apply(optimizer, grads, variables, gated_layers, fast, {id(v): m for v, m in masks}, functional)
 
 
 def _masks_inline(optimizer, variables):
@@ -115,9 +115,9 @@ def _masked_targets(optimizer, variables, masks):
     return [(target, m) for v, m in chosen for target in [v] + slots[id(v)]]
 
 
-def _apply(optimizer, grads, variables, gated_layers, fast, masks):
+def _apply(optimizer, grads, variables, gated_layers, fast, masks, functional):
     if fast:
-        _apply_fast(optimizer, grads, variables, gated_layers, masks)
+        _apply_fast(optimizer, grads, variables, gated_layers, masks, functional)
     elif not gated_layers:
         optimizer.apply(grads, variables)
     else:
@@ -134,7 +134,7 @@ def _fast_path_ok(optimizer, variables):
     )
 
 
-def _apply_fast(optimizer, grads, variables, gated_layers, masks):
+def _apply_fast(optimizer, grads, variables, gated_layers, masks, functional):
     index = {id(v): i for i, v in enumerate(variables)}
     float_masks = [None if id(v) not in masks else tf.cast(masks[id(v)], v.dtype) for v in variables]
     gated_ids, groups = set(), []
@@ -149,36 +149,40 @@ def _apply_fast(optimizer, grads, variables, gated_layers, masks):
             grads = [g / optimizer.loss_scale_factor for g in grads]
         grads = optimizer._clip_gradients(grads)
         tf_vars = [_tf_variable(v) for v in variables]
-        grads_and_vars = optimizer._all_reduce_sum_gradients(list(zip(grads, tf_vars)))
-        grads = [g for g, _ in grads_and_vars]
+        if tf.distribute.has_strategy():  # the default strategy's all-reduce is one identity op per gradient
+            grads_and_vars = optimizer._all_reduce_sum_gradients(list(zip(grads, tf_vars)))
+            grads = [g for g, _ in grads_and_vars]
         learning_rate = optimizer.learning_rate
         ons = [on for _, on in groups[1:]]
 
         update_step = _update_step(optimizer, learning_rate)
 
         def update(strategy, grads, ons, float_masks):
-            def decay_and_step(var, grad, lr, mask=None):
+            def decay_and_step(var, grad, lr, mask=None, traced=False):
                 if optimizer.weight_decay is not None and optimizer._use_weight_decay(var):
                     # Keras writes `var * decay * lr`; grappler computes it as below in any lowered graph (as
                     # Keras's own update runs), but not inside a functional cond: so written as it runs.
                     decay = var * (tf.cast(optimizer.weight_decay, var.dtype) * tf.cast(lr, var.dtype))
                     var.assign_sub(decay if mask is None else mask * decay)
+                kwargs = {"traced": True} if traced else {}  # only this module's own steps take `traced`
                 if mask is None:
-                    return update_step(grad, var, lr)
-                return update_step(grad, var, lr, mask)
+                    return update_step(grad, var, lr, **kwargs)
+                return update_step(grad, var, lr, mask, **kwargs)
 
-            def update_group(ids):
+            def update_group(ids, traced=False):
                 for i in ids:
                     args = (grads[i], learning_rate)
                     if float_masks[i] is not None:
                         args += (strategy.experimental_local_results(float_masks[i])[0],)
-                    strategy.extended.update(tf_vars[i], decay_and_step, args=args, group=False)
+                    kwargs = {"traced": traced}
+                    strategy.extended.update(tf_vars[i], decay_and_step, args=args, kwargs=kwargs, group=False)
                 return tf.constant(True)
 
             update_group(groups[0][0])
             for (ids, _), on in zip(groups[1:], ons):
                 on = strategy.experimental_local_results(on)[0]
-                tf.cond(on, lambda ids=ids: update_group(ids), lambda: tf.constant(False))
+                # In a functional cond each variable's update is one call of a traced update (`_traced_update`).
+                tf.cond(on, lambda ids=ids: update_group(ids, functional), lambda: tf.constant(False))
 
         _merge(update, grads, ons, float_masks)
     optimizer.iterations.assign_add(1)
@@ -213,6 +217,36 @@ def _read(handle):
     return tf.raw_ops.ReadVariableOp(resource=handle, dtype=tf.float32)
 
 
+def _adam_update(variable, m, v, gradient, alpha, one_minus_beta_1, one_minus_beta_2, epsilon, mask=None):
+    """Keras's Adam update of one variable, op for op, on resource handles.
+
+    `mask` (0/1 floats): entries at 0 keep weight and moments exactly (x + 0 * d == x); at 1 the update is
+    Keras's bit for bit (1 * d == d).
+    """
+    raw = tf.raw_ops
+
+    def masked(delta):
+        return delta if mask is None else raw.Mul(x=mask, y=delta)
+
+    raw.AssignAddVariableOp(resource=m, value=masked(raw.Mul(x=raw.Sub(x=gradient, y=_read(m)), y=one_minus_beta_1)))
+    raw.AssignAddVariableOp(
+        resource=v, value=masked(raw.Mul(x=raw.Sub(x=raw.Square(x=gradient), y=_read(v)), y=one_minus_beta_2))
+    )
+    step = raw.RealDiv(x=raw.Mul(x=_read(m), y=alpha), y=raw.AddV2(x=raw.Sqrt(x=_read(v)), y=epsilon))
+    raw.AssignSubVariableOp(resource=variable, value=masked(step))
+
+
+def _sgd_update(variable, m, gradient, lr, momentum, nesterov=False):
+    """Keras's SGD update with momentum of one variable, op for op, on resource handles."""
+    raw = tf.raw_ops
+    scaled_gradient = raw.Mul(x=gradient, y=lr)  # Keras computes it twice for Nesterov: the same bits
+    raw.AssignVariableOp(resource=m, value=raw.Sub(x=raw.Mul(x=_read(m), y=momentum), y=scaled_gradient))
+    if nesterov:
+        raw.AssignAddVariableOp(resource=variable, value=raw.Sub(x=raw.Mul(x=_read(m), y=momentum), y=scaled_gradient))
+    else:
+        raw.AssignAddVariableOp(resource=variable, value=_read(m))
+
+
 _HANDLE = tf.TensorSpec([], tf.resource)
 _TENSOR = tf.TensorSpec(None, tf.float32)
 _SCALAR = tf.TensorSpec([], tf.float32)
@@ -220,42 +254,19 @@ _SCALAR = tf.TensorSpec([], tf.float32)
 
 @functools.cache
 def _traced_update(kind, masked=False):
-    """The per-variable update `kind` ("adam", "sgd_momentum", "sgd_nesterov") traced once, for any shape.
+    """`_adam_update` or `_sgd_update` traced once for any shape: each variable's update is one call op.
 
-    Each variable's update is then one call op in the train function instead of ~16 ops built in Python
-    (SCARLET cpu updates 2,535 variables, shapes_seg 681). TF inlines the calls into the graph it runs, so
-    the kernels and the bits are those of the same ops written out (tested against Keras's update).
+    Used inside the functional `If`s of gated layers' updates, where a variable's update is then one call op
+    instead of ~16 built in Python (SCARLET cpu updates 2,535 variables there: trace 55.7 -> 46.6 s, first
+    call 40.2 -> 37.9 s). In a lowered graph (no conds, or conds lowered across replicas) the calls cost more
+    on the first call than they save in the trace (shapes_seg: +2.6 s vs -1.5 s), so the update is written out
+    there. TF inlines the calls into the graph it runs: the bits are those of the same ops written out (tested).
     """
-    raw = tf.raw_ops
-
-    def adam(variable, m, v, gradient, alpha, one_minus_beta_1, one_minus_beta_2, epsilon, mask=None):
-        def masked(delta):  # entries at 0 keep their value exactly (x + 0 * d == x); at 1 Keras's bits
-            return delta if mask is None else raw.Mul(x=mask, y=delta)
-
-        raw.AssignAddVariableOp(
-            resource=m, value=masked(raw.Mul(x=raw.Sub(x=gradient, y=_read(m)), y=one_minus_beta_1))
-        )
-        raw.AssignAddVariableOp(
-            resource=v, value=masked(raw.Mul(x=raw.Sub(x=raw.Square(x=gradient), y=_read(v)), y=one_minus_beta_2))
-        )
-        step = raw.RealDiv(x=raw.Mul(x=_read(m), y=alpha), y=raw.AddV2(x=raw.Sqrt(x=_read(v)), y=epsilon))
-        raw.AssignSubVariableOp(resource=variable, value=masked(step))
-
-    def sgd(variable, m, gradient, lr, momentum, nesterov):
-        scaled_gradient = raw.Mul(x=gradient, y=lr)  # Keras computes it twice for Nesterov: the same bits
-        raw.AssignVariableOp(resource=m, value=raw.Sub(x=raw.Mul(x=_read(m), y=momentum), y=scaled_gradient))
-        if nesterov:
-            raw.AssignAddVariableOp(
-                resource=variable, value=raw.Sub(x=raw.Mul(x=_read(m), y=momentum), y=scaled_gradient)
-            )
-        else:
-            raw.AssignAddVariableOp(resource=variable, value=_read(m))
-
     if kind == "adam":
-        fn, specs = adam, [_HANDLE] * 3 + [_TENSOR] + [_SCALAR] * 4 + ([_TENSOR] if masked else [])
+        fn, specs = _adam_update, [_HANDLE] * 3 + [_TENSOR] + [_SCALAR] * 4 + ([_TENSOR] if masked else [])
     else:
         nesterov = kind == "sgd_nesterov"
-        fn, specs = (lambda *args: sgd(*args, nesterov)), [_HANDLE] * 2 + [_TENSOR] + [_SCALAR] * 2
+        fn, specs = (lambda *args: _sgd_update(*args, nesterov)), [_HANDLE] * 2 + [_TENSOR] + [_SCALAR] * 2
     return tf.function(fn, input_signature=specs, autograph=False).get_concrete_function()
 
 
@@ -274,16 +285,14 @@ def _adam_step(optimizer, learning_rate):
         tf.constant(optimizer.epsilon, tf.float32),
     )
 
-    def adam_step(gradient, variable, learning_rate, mask=None):
-        """`mask` (0/1 floats): entries at 0 keep weight and moments exactly (x + 0 * d == x); at 1
-        the update is Keras's bit for bit (1 * d == d)."""
+    def adam_step(gradient, variable, learning_rate, mask=None, traced=False):
         if not _plain_float32(gradient, variable):
             return optimizer.update_step(gradient, variable, learning_rate)
         index = optimizer._get_variable_index(variable)
         m = _tf_variable(optimizer._momentums[index]).handle
         v = _tf_variable(optimizer._velocities[index]).handle
-        args = (variable.handle, m, v, gradient, *constants)
-        _traced_update("adam", mask is not None)(*args, *(() if mask is None else (mask,)))
+        args = (variable.handle, m, v, gradient, *constants) + (() if mask is None else (mask,))
+        (_traced_update("adam", mask is not None) if traced else _adam_update)(*args)
 
     return adam_step
 
@@ -293,14 +302,17 @@ def _sgd_step(optimizer, learning_rate):
     momentum = tf.cast(optimizer.momentum, tf.float32)
     kind = "sgd_nesterov" if optimizer.nesterov else "sgd_momentum"
 
-    def sgd_step(gradient, variable, learning_rate):
+    def sgd_step(gradient, variable, learning_rate, traced=False):
         if not _plain_float32(gradient, variable):
             return optimizer.update_step(gradient, variable, learning_rate)
         if optimizer.momentum == 0:
             tf.raw_ops.AssignSubVariableOp(resource=variable.handle, value=tf.raw_ops.Mul(x=gradient, y=lr))
             return
         m = _tf_variable(optimizer.momentums[optimizer._get_variable_index(variable)]).handle
-        _traced_update(kind)(variable.handle, m, gradient, lr, momentum)
+        if traced:
+            _traced_update(kind)(variable.handle, m, gradient, lr, momentum)
+        else:
+            _sgd_update(variable.handle, m, gradient, lr, momentum, optimizer.nesterov)
 
     return sgd_step
 
