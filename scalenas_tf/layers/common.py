@@ -75,6 +75,13 @@ def static_value(value):
     return None
 
 
+def dims(x, axes):
+    """`x`'s sizes along `axes`: static ints where known, else scalar tensors (a `tf.shape` op only then)."""
+    static = x.shape
+    dynamic = tf.shape(x) if any(static[a] is None for a in axes) else None
+    return tuple(static[a] if static[a] is not None else dynamic[a] for a in axes)
+
+
 def gate(on, run, skip):
     """`run()` if `on` else `skip()`: in Python when `on` is known while tracing (`static_value`), else `tf.cond`."""
     known = static_value(on)

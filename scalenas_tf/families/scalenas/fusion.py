@@ -15,9 +15,7 @@ def upsample_nearest(x, factor, target_hw):
     ~40 more (they were 22% of the shapes_seg train graph's nodes). `target_hw` is static ints or scalar
     tensors; the crop is only built when the sizes may differ (a size that was not a power-of-2 multiple).
     """
-    static = x.shape
-    dynamic = tf.shape(x) if None in static[1:] else None
-    h, w, c = (static[i] if static[i] is not None else dynamic[i] for i in (1, 2, 3))
+    h, w, c = common.dims(x, (1, 2, 3))
     y = tf.reshape(x, [-1, h, 1, w, 1, c])
     y = tf.tile(y, [1, 1, factor, 1, factor, 1])
     y = tf.reshape(y, [-1, h * factor, w * factor, c])

@@ -103,7 +103,7 @@ class HRModule(keras.layers.Layer):
         b, steps = self.num_branches, self.max_steps
         xs = list(inputs)
         block_on, edge_on = self._gates(arch)
-        sizes = [_spatial(x) for x in xs]
+        sizes = [common.dims(x, (1, 2)) for x in xs]
         for s in range(steps):
             for i in range(b):
                 xs[i] = self._maybe_block(xs[i], i, s, block_on[i][s], training)
@@ -202,10 +202,3 @@ class HRModule(keras.layers.Layer):
             }
         )
         return config
-
-
-def _spatial(x):
-    """(h, w) as static ints when known, else scalar tensors."""
-    static = x.shape[1:3]
-    dynamic = tf.shape(x)[1:3]
-    return tuple(static[i] if static[i] is not None else dynamic[i] for i in range(2))
