@@ -14,9 +14,10 @@ No optimizer API skips variables per step by a tensor predicate, so this module 
   the optimizer's per-variable hooks (`_clip_gradients`, `_use_weight_decay`,
   `_all_reduce_sum_gradients`), which Keras's own TF code path calls the same way. The update of
   float32 variables by SGD, Adam and AdamW (without amsgrad) is Keras's arithmetic written on the
-  variables' resource handles, with the per-step constants built once (`_update_step`); inside a gated
-  layer's functional cond each variable's update is a call of one traced update (`_traced_update`); any other
-  optimizer's runs through its own `update_step`. With one replica and that arithmetic, the conds stay
+  variables' resource handles, with the per-step constants built once (`_update_steps`): ungated variables
+  that share a shape are updated stacked (`_update_stacked`), and inside a gated layer's functional cond
+  each variable's update is a call of one traced update (`_traced_update`); any other optimizer's runs
+  through its own `update_step`. With one replica and that arithmetic, the conds stay
   functional `If` ops (`graph_options.functional_control_flow`), not lowered into the train function's graph.
 - Fallback, for any other optimizer (e.g. `LossScaleOptimizer`): snapshot the gated variables and
   their slots, let the optimizer apply its update, then restore the snapshot where the gate is off.
@@ -81,7 +82,7 @@ def apply_gradients(optimizer, grads, variables, gated_layers, sparse=True, mask
 
 
 def _own_update(optimizer):
-    """Whether the fast path updates with this module's arithmetic (`_update_step`), not the optimizer's."""
+    """Whether the fast path updates with this module's arithmetic (`_update_steps`), not the optimizer's."""
     return _is_plain_adam(optimizer) or type(optimizer) is keras.optimizers.SGD
 
 
@@ -155,11 +156,18 @@ def _apply_fast(optimizer, grads, variables, gated_layers, masks, functional):
         learning_rate = optimizer.learning_rate
         ons = [on for _, on in groups[1:]]
 
-        update_step = _update_step(optimizer, learning_rate)
+        update_step, stacked_step = _update_steps(optimizer, learning_rate)
+
+        def decays(var):
+            return optimizer.weight_decay is not None and optimizer._use_weight_decay(var)
+
+        @functools.cache
+        def decay_factor():  # as `decay_and_step` writes Keras's `var * decay * lr` (see there)
+            return tf.cast(optimizer.weight_decay, tf.float32) * tf.cast(learning_rate, tf.float32)
 
         def update(strategy, grads, ons, float_masks):
             def decay_and_step(var, grad, lr, mask=None, traced=False):
-                if optimizer.weight_decay is not None and optimizer._use_weight_decay(var):
+                if decays(var):
                     # Keras writes `var * decay * lr`; grappler computes it as below in any lowered graph (as
                     # Keras's own update runs), but not inside a functional cond: so written as it runs.
                     decay = var * (tf.cast(optimizer.weight_decay, var.dtype) * tf.cast(lr, var.dtype))
@@ -178,7 +186,10 @@ def _apply_fast(optimizer, grads, variables, gated_layers, masks, functional):
                     strategy.extended.update(tf_vars[i], decay_and_step, args=args, kwargs=kwargs, group=False)
                 return tf.constant(True)
 
-            update_group(groups[0][0])
+            ungated = groups[0][0]
+            if stacked_step is not None and not tf.distribute.has_strategy():
+                ungated = _update_stacked(stacked_step, ungated, grads, tf_vars, float_masks, decays, decay_factor)
+            update_group(ungated)
             for (ids, _), on in zip(groups[1:], ons):
                 on = strategy.experimental_local_results(on)[0]
                 # In a functional cond each variable's update is one call of a traced update (`_traced_update`).
@@ -188,8 +199,50 @@ def _apply_fast(optimizer, grads, variables, gated_layers, masks, functional):
     optimizer.iterations.assign_add(1)
 
 
-def _update_step(optimizer, learning_rate):
-    """`(grad, var, lr[, mask]) -> None`: the optimizer's `update_step`, traced with less Python per variable.
+# Stacking copies each group's gradients and slots in and its results out: ~6 more passes over the values, paid
+# for by ~10 fewer kernels per variable only while a variable is small. `configs/shapes_seg.py:w32` (in-place
+# teacher), interleaved over 8 subnets, stepped 3% slower with every variable stacked (4,102 -> 4,225 ms).
+_STACKED_MAX_ELEMENTS = 16384
+
+
+def _update_stacked(stacked_step, ids, grads, tf_vars, float_masks, decays, decay_factor):
+    """Updates the variables of `ids` that share a shape (and weight decay) with another, stacked; returns the
+    rest (masked, not float32, large, or alone in their shape), to be updated one by one.
+
+    With the in-place teacher every variable is updated every step (1,986 in the full ScaleNAS space), and
+    written out an Adam update is 20 graph ops per variable, built op by op in Python and run as as many
+    small kernels each step. Stacked, the arithmetic is one op per step for a whole group; what stays per
+    variable is reading its slots and assigning the results (9 ops per Adam variable, counted by the tests).
+    The full space's train graph went from 116.9k to 95.5k ops. Element-wise arithmetic on stacked values
+    gives each element the bits it gets alone (tested against Keras's `apply`).
+    """
+    groups, rest = {}, []
+    for i in ids:
+        small = tf_vars[i].shape.num_elements() <= _STACKED_MAX_ELEMENTS
+        if small and float_masks[i] is None and _plain_float32(grads[i], tf_vars[i]):
+            groups.setdefault((tuple(tf_vars[i].shape), decays(tf_vars[i])), []).append(i)
+        else:
+            rest.append(i)
+    for (_, decay), members in groups.items():
+        if len(members) < 2:
+            rest.extend(members)
+            continue
+        variables = [tf_vars[i] for i in members]
+        if decay:
+            handles = [v.handle for v in variables]
+            decrement = tf.raw_ops.Mul(x=_stacked_reads(handles), y=decay_factor())
+            _assign_each(tf.raw_ops.AssignSubVariableOp, handles, decrement)
+        stacked_step([grads[i] for i in members], variables)
+    return sorted(rest)
+
+
+def _update_steps(optimizer, learning_rate):
+    """`(per_variable, stacked)`: the optimizer's `update_step`, traced with less Python and fewer ops.
+
+    `per_variable(grad, var, lr[, mask])` updates one variable. `stacked(grads, vars)` (None for other
+    optimizers) updates several float32 variables of one shape with one op per step of the arithmetic on
+    their stacked values, then one assign per variable and slot: ~5 graph ops per Adam variable instead of
+    ~17 (`_update_ungated`).
 
     Keras's `Adam.update_step` recomputes the step count, both beta powers and the step size for every variable
     (~15 scalar graph ops each), and Keras's `Adam` and `SGD` convert each slot variable and Python constant to a
@@ -205,7 +258,7 @@ def _update_step(optimizer, learning_rate):
         return _adam_step(optimizer, learning_rate)
     if type(optimizer) is keras.optimizers.SGD:
         return _sgd_step(optimizer, learning_rate)
-    return optimizer.update_step
+    return optimizer.update_step, None
 
 
 def _plain_float32(gradient, variable):
@@ -217,34 +270,49 @@ def _read(handle):
     return tf.raw_ops.ReadVariableOp(resource=handle, dtype=tf.float32)
 
 
-def _adam_update(variable, m, v, gradient, alpha, one_minus_beta_1, one_minus_beta_2, epsilon, mask=None):
-    """Keras's Adam update of one variable, op for op, on resource handles.
+def _adam_arithmetic(gradient, m, v, alpha, one_minus_beta_1, one_minus_beta_2, epsilon, mask=None):
+    """Keras's Adam step on values, op for op: `(m increment, v increment, variable decrement)`.
 
-    `mask` (0/1 floats): entries at 0 keep weight and moments exactly (x + 0 * d == x); at 1 the update is
-    Keras's bit for bit (1 * d == d).
+    Keras adds the increments to the moments, then divides with the new moments; `m + dm` here is the add
+    `assign_add` runs, so the bits are Keras's. `mask` (0/1 floats): entries at 0 keep weight and moments
+    exactly (x + 0 * d == x); at 1 the update is Keras's bit for bit (1 * d == d). Works on one variable's
+    values or on the stacked values of several (`_stacked_update`): element-wise, so the same bits.
     """
     raw = tf.raw_ops
 
     def masked(delta):
         return delta if mask is None else raw.Mul(x=mask, y=delta)
 
-    raw.AssignAddVariableOp(resource=m, value=masked(raw.Mul(x=raw.Sub(x=gradient, y=_read(m)), y=one_minus_beta_1)))
-    raw.AssignAddVariableOp(
-        resource=v, value=masked(raw.Mul(x=raw.Sub(x=raw.Square(x=gradient), y=_read(v)), y=one_minus_beta_2))
+    dm = masked(raw.Mul(x=raw.Sub(x=gradient, y=m), y=one_minus_beta_1))
+    dv = masked(raw.Mul(x=raw.Sub(x=raw.Square(x=gradient), y=v), y=one_minus_beta_2))
+    m, v = raw.AddV2(x=m, y=dm), raw.AddV2(x=v, y=dv)
+    return dm, dv, masked(raw.RealDiv(x=raw.Mul(x=m, y=alpha), y=raw.AddV2(x=raw.Sqrt(x=v), y=epsilon)))
+
+
+def _sgd_arithmetic(gradient, m, lr, momentum, nesterov=False):
+    """Keras's SGD step with momentum on values, op for op: `(new momentum, variable increment)`."""
+    raw = tf.raw_ops
+    scaled_gradient = raw.Mul(x=gradient, y=lr)  # Keras computes it twice for Nesterov: the same bits
+    m = raw.Sub(x=raw.Mul(x=m, y=momentum), y=scaled_gradient)
+    return m, (raw.Sub(x=raw.Mul(x=m, y=momentum), y=scaled_gradient) if nesterov else m)
+
+
+def _adam_update(variable, m, v, gradient, alpha, one_minus_beta_1, one_minus_beta_2, epsilon, mask=None):
+    """Keras's Adam update of one variable, on resource handles (`_adam_arithmetic`)."""
+    raw = tf.raw_ops
+    dm, dv, step = _adam_arithmetic(
+        gradient, _read(m), _read(v), alpha, one_minus_beta_1, one_minus_beta_2, epsilon, mask
     )
-    step = raw.RealDiv(x=raw.Mul(x=_read(m), y=alpha), y=raw.AddV2(x=raw.Sqrt(x=_read(v)), y=epsilon))
-    raw.AssignSubVariableOp(resource=variable, value=masked(step))
+    raw.AssignAddVariableOp(resource=m, value=dm)
+    raw.AssignAddVariableOp(resource=v, value=dv)
+    raw.AssignSubVariableOp(resource=variable, value=step)
 
 
 def _sgd_update(variable, m, gradient, lr, momentum, nesterov=False):
-    """Keras's SGD update with momentum of one variable, op for op, on resource handles."""
-    raw = tf.raw_ops
-    scaled_gradient = raw.Mul(x=gradient, y=lr)  # Keras computes it twice for Nesterov: the same bits
-    raw.AssignVariableOp(resource=m, value=raw.Sub(x=raw.Mul(x=_read(m), y=momentum), y=scaled_gradient))
-    if nesterov:
-        raw.AssignAddVariableOp(resource=variable, value=raw.Sub(x=raw.Mul(x=_read(m), y=momentum), y=scaled_gradient))
-    else:
-        raw.AssignAddVariableOp(resource=variable, value=_read(m))
+    """Keras's SGD update with momentum of one variable, on resource handles (`_sgd_arithmetic`)."""
+    new_m, increment = _sgd_arithmetic(gradient, _read(m), lr, momentum, nesterov)
+    tf.raw_ops.AssignVariableOp(resource=m, value=new_m)
+    tf.raw_ops.AssignAddVariableOp(resource=variable, value=increment)
 
 
 _HANDLE = tf.TensorSpec([], tf.resource)
@@ -259,11 +327,11 @@ def _traced_update(kind, masked=False):
     Used inside the functional `If`s of gated layers' updates, where a variable's update is then 5 graph ops
     instead of 21 built in Python (SCARLET cpu updates ~2,500 variables there; its train graph went from 141.8k
     to 101.5k ops, and its step, interleaved over 8 subnets, from 1,275 to 1,158 ms). In a lowered graph (no
-    conds, or conds lowered across replicas) the update is written out: calls there saved ~2 s of trace per 600
-    variables for ~1 s more on the first run in a micro-benchmark, but the full ScaleNAS space (its dense
-    in-place-teacher update) traced in 62.2 s and first-called in 80.5 s with them, 58.8 and 66.8 s without
-    (the later run, on a slower machine). TF inlines the calls into the graph it runs: the bits are those of
-    the same ops written out (tested).
+    conds, or conds lowered across replicas) the update is stacked by shape or written out: calls there saved
+    ~2 s of trace per 600 variables for ~1 s more on the first run in a micro-benchmark, but the full ScaleNAS
+    space (its dense in-place-teacher update) traced in 62.2 s and first-called in 80.5 s with them, 58.8 and
+    66.8 s written out (the later run, on a slower machine). TF inlines the calls into the graph it runs: the
+    bits are those of the same ops written out (tested).
     """
     if kind == "adam":
         fn, specs = _adam_update, [_HANDLE] * 3 + [_TENSOR] + [_SCALAR] * 4 + ([_TENSOR] if masked else [])
@@ -297,7 +365,15 @@ def _adam_step(optimizer, learning_rate):
         args = (variable.handle, m, v, gradient, *constants) + (() if mask is None else (mask,))
         (_traced_update("adam", mask is not None) if traced else _adam_update)(*args)
 
-    return adam_step
+    def stacked_step(gradients, variables):
+        ms = [_tf_variable(optimizer._momentums[optimizer._get_variable_index(v)]).handle for v in variables]
+        vs = [_tf_variable(optimizer._velocities[optimizer._get_variable_index(v)]).handle for v in variables]
+        dm, dv, step = _adam_arithmetic(tf.stack(gradients), _stacked_reads(ms), _stacked_reads(vs), *constants)
+        _assign_each(tf.raw_ops.AssignAddVariableOp, ms, dm)
+        _assign_each(tf.raw_ops.AssignAddVariableOp, vs, dv)
+        _assign_each(tf.raw_ops.AssignSubVariableOp, [v.handle for v in variables], step)
+
+    return adam_step, stacked_step
 
 
 def _sgd_step(optimizer, learning_rate):
@@ -317,7 +393,26 @@ def _sgd_step(optimizer, learning_rate):
         else:
             _sgd_update(variable.handle, m, gradient, lr, momentum, optimizer.nesterov)
 
-    return sgd_step
+    def stacked_step(gradients, variables):
+        handles = [v.handle for v in variables]
+        if optimizer.momentum == 0:
+            _assign_each(tf.raw_ops.AssignSubVariableOp, handles, tf.raw_ops.Mul(x=tf.stack(gradients), y=lr))
+            return
+        ms = [_tf_variable(optimizer.momentums[optimizer._get_variable_index(v)]).handle for v in variables]
+        new_m, increment = _sgd_arithmetic(tf.stack(gradients), _stacked_reads(ms), lr, momentum, optimizer.nesterov)
+        _assign_each(tf.raw_ops.AssignVariableOp, ms, new_m)
+        _assign_each(tf.raw_ops.AssignAddVariableOp, handles, increment)
+
+    return sgd_step, stacked_step
+
+
+def _stacked_reads(handles):
+    return tf.stack([_read(h) for h in handles])
+
+
+def _assign_each(assign, handles, stacked):
+    for handle, value in zip(handles, tf.unstack(stacked, num=len(handles))):
+        assign(resource=handle, value=value)
 
 
 def _is_plain_adam(optimizer):
