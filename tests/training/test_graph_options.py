@@ -31,9 +31,11 @@ def test_fast_runs_the_rewriting_passes_once(gpu):
     assert options.loop_optimization == Rewriter.OFF
     assert options.implementation_selector == Rewriter.OFF
     assert options.disable_tfg_optimizer
-    assert options.layout_optimizer == (Rewriter.DEFAULT if gpu else Rewriter.OFF)
+    # Passes that changed (almost) no node of the supernets' train graphs on a CPU, at seconds each.
+    for name in ("layout_optimizer", "remapping", "constant_folding"):
+        assert getattr(options, name) == (Rewriter.DEFAULT if gpu else Rewriter.OFF), name
     # The passes that rewrite the supernets' graphs stay at TF's default (on).
-    for name in ("constant_folding", "arithmetic_optimization", "remapping", "dependency_optimization"):
+    for name in ("arithmetic_optimization", "dependency_optimization", "common_subgraph_elimination"):
         assert getattr(options, name) == Rewriter.DEFAULT, name
     assert not options.disable_meta_optimizer
 
