@@ -241,8 +241,7 @@ def _update_steps(optimizer, learning_rate):
 
     `per_variable(grad, var, lr[, mask])` updates one variable. `stacked(grads, vars)` (None for other
     optimizers) updates several float32 variables of one shape with one op per step of the arithmetic on
-    their stacked values, then one assign per variable and slot: ~5 graph ops per Adam variable instead of
-    ~17 (`_update_ungated`).
+    their stacked values, then a read per slot and an assign per variable and slot (`_update_stacked`).
 
     Keras's `Adam.update_step` recomputes the step count, both beta powers and the step size for every variable
     (~15 scalar graph ops each), and Keras's `Adam` and `SGD` convert each slot variable and Python constant to a
@@ -276,7 +275,7 @@ def _adam_arithmetic(gradient, m, v, alpha, one_minus_beta_1, one_minus_beta_2, 
     Keras adds the increments to the moments, then divides with the new moments; `m + dm` here is the add
     `assign_add` runs, so the bits are Keras's. `mask` (0/1 floats): entries at 0 keep weight and moments
     exactly (x + 0 * d == x); at 1 the update is Keras's bit for bit (1 * d == d). Works on one variable's
-    values or on the stacked values of several (`_stacked_update`): element-wise, so the same bits.
+    values or on the stacked values of several (`_update_stacked`): element-wise, so the same bits.
     """
     raw = tf.raw_ops
 
@@ -356,18 +355,19 @@ def _adam_step(optimizer, learning_rate):
         tf.constant(optimizer.epsilon, tf.float32),
     )
 
+    def moments(variable):
+        index = optimizer._get_variable_index(variable)
+        return _tf_variable(optimizer._momentums[index]).handle, _tf_variable(optimizer._velocities[index]).handle
+
     def adam_step(gradient, variable, learning_rate, mask=None, traced=False):
         if not _plain_float32(gradient, variable):
             return optimizer.update_step(gradient, variable, learning_rate)
-        index = optimizer._get_variable_index(variable)
-        m = _tf_variable(optimizer._momentums[index]).handle
-        v = _tf_variable(optimizer._velocities[index]).handle
+        m, v = moments(variable)
         args = (variable.handle, m, v, gradient, *constants) + (() if mask is None else (mask,))
         (_traced_update("adam", mask is not None) if traced else _adam_update)(*args)
 
     def stacked_step(gradients, variables):
-        ms = [_tf_variable(optimizer._momentums[optimizer._get_variable_index(v)]).handle for v in variables]
-        vs = [_tf_variable(optimizer._velocities[optimizer._get_variable_index(v)]).handle for v in variables]
+        ms, vs = zip(*[moments(v) for v in variables])
         dm, dv, step = _adam_arithmetic(tf.stack(gradients), _stacked_reads(ms), _stacked_reads(vs), *constants)
         _assign_each(tf.raw_ops.AssignAddVariableOp, ms, dm)
         _assign_each(tf.raw_ops.AssignAddVariableOp, vs, dv)
@@ -381,13 +381,16 @@ def _sgd_step(optimizer, learning_rate):
     momentum = tf.cast(optimizer.momentum, tf.float32)
     kind = "sgd_nesterov" if optimizer.nesterov else "sgd_momentum"
 
+    def momentum_of(variable):
+        return _tf_variable(optimizer.momentums[optimizer._get_variable_index(variable)]).handle
+
     def sgd_step(gradient, variable, learning_rate, traced=False):
         if not _plain_float32(gradient, variable):
             return optimizer.update_step(gradient, variable, learning_rate)
         if optimizer.momentum == 0:
             tf.raw_ops.AssignSubVariableOp(resource=variable.handle, value=tf.raw_ops.Mul(x=gradient, y=lr))
             return
-        m = _tf_variable(optimizer.momentums[optimizer._get_variable_index(variable)]).handle
+        m = momentum_of(variable)
         if traced:
             _traced_update(kind)(variable.handle, m, gradient, lr, momentum)
         else:
@@ -398,7 +401,7 @@ def _sgd_step(optimizer, learning_rate):
         if optimizer.momentum == 0:
             _assign_each(tf.raw_ops.AssignSubVariableOp, handles, tf.raw_ops.Mul(x=tf.stack(gradients), y=lr))
             return
-        ms = [_tf_variable(optimizer.momentums[optimizer._get_variable_index(v)]).handle for v in variables]
+        ms = [momentum_of(v) for v in variables]
         new_m, increment = _sgd_arithmetic(tf.stack(gradients), _stacked_reads(ms), lr, momentum, optimizer.nesterov)
         _assign_each(tf.raw_ops.AssignVariableOp, ms, new_m)
         _assign_each(tf.raw_ops.AssignAddVariableOp, handles, increment)

@@ -21,6 +21,14 @@ def _optimizer(name):
     }[name]()
 
 
+def _apply_graph(optimizer, shape, count):
+    """The graph of `apply_gradients` over `count` ungated zero variables of `shape`, traced once."""
+    variables = [keras.Variable(np.zeros(shape, "float32")) for _ in range(count)]
+    optimizer.build(variables)
+    fn = tf.function(lambda gs: sparse_update.apply_gradients(optimizer, gs, variables, [], sparse=True))
+    return fn.get_concrete_function([tf.TensorSpec(shape, tf.float32)] * count).graph
+
+
 class _Layer:
     """What `apply_gradients` reads of a gated layer."""
 
@@ -63,11 +71,7 @@ def test_fast_path_equals_keras_apply_bit_for_bit(name, gated):
 
 def test_adam_scalars_are_computed_once_per_step():
     """The reason for the hoisting: the graph holds two `Pow` ops per step, not two per variable."""
-    variables = [keras.Variable(np.zeros((2, 2), "float32")) for _ in range(20)]
-    optimizer = keras.optimizers.Adam(1e-3)
-    optimizer.build(variables)
-    fn = tf.function(lambda gs: sparse_update.apply_gradients(optimizer, gs, variables, [], sparse=True))
-    graph = fn.get_concrete_function([tf.TensorSpec((2, 2), tf.float32)] * 20).graph
+    graph = _apply_graph(keras.optimizers.Adam(1e-3), (2, 2), 20)
     assert sum(op.type == "Pow" for op in graph.get_operations()) == 2
 
 
@@ -76,11 +80,7 @@ def test_update_constants_are_built_once_per_step(name):
     """Keras's update creates its constants (`1 - beta_1`, the momentum, ...) per variable; the fast path once."""
 
     def constants(count):
-        variables = [keras.Variable(np.zeros((2, 2), "float32")) for _ in range(count)]
-        optimizer = _optimizer(name)
-        optimizer.build(variables)
-        fn = tf.function(lambda gs: sparse_update.apply_gradients(optimizer, gs, variables, [], sparse=True))
-        graph = fn.get_concrete_function([tf.TensorSpec((2, 2), tf.float32)] * count).graph
+        graph = _apply_graph(_optimizer(name), (2, 2), count)
         return sum(op.type == "Const" for op in graph.get_operations())
 
     assert constants(1) == constants(20)
@@ -128,15 +128,10 @@ def test_a_gated_variable_is_one_call_of_one_traced_update(name):
 
 @pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "sgd_nesterov"])
 def test_ungated_variables_of_one_shape_are_updated_stacked(name):
-    """Their arithmetic is built once per shape: per variable only its reads and assigns remain (written out,
-    Adam's update is ~17 ops per variable, SGD's ~6)."""
+    """Their arithmetic is built once per shape: per variable only its reads and assigns remain."""
 
     def size(count):
-        variables = [keras.Variable(np.zeros((2, 3), "float32")) for _ in range(count)]
-        optimizer = _optimizer(name)
-        optimizer.build(variables)
-        fn = tf.function(lambda gs: sparse_update.apply_gradients(optimizer, gs, variables, [], sparse=True))
-        graph = fn.get_concrete_function([tf.TensorSpec((2, 3), tf.float32)] * count).graph
+        graph = _apply_graph(_optimizer(name), (2, 3), count)
         return len(graph.get_operations()), sum(op.type == "Pack" for op in graph.get_operations())
 
     (small, _), (large, packs) = size(2), size(22)
@@ -154,11 +149,7 @@ def test_large_variables_are_updated_one_by_one():
     kernels it saves, so large variables keep the written-out update."""
 
     def packs(shape):
-        variables = [keras.Variable(np.zeros(shape, "float32")) for _ in range(3)]
-        optimizer = keras.optimizers.Adam(1e-3)
-        optimizer.build(variables)
-        fn = tf.function(lambda gs: sparse_update.apply_gradients(optimizer, gs, variables, [], sparse=True))
-        graph = fn.get_concrete_function([tf.TensorSpec(shape, tf.float32)] * 3).graph
+        graph = _apply_graph(keras.optimizers.Adam(1e-3), shape, 3)
         return sum(op.type == "Pack" for op in graph.get_operations())
 
     limit = sparse_update._STACKED_MAX_ELEMENTS
