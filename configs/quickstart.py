@@ -39,7 +39,7 @@ def get_config(arg=None):
         train_examples=8192,
         validation_examples=256,
     )
-    # 1500 steps of one sampled subnet each (~150 ms per step on 2 CPU cores; an in-place teacher
+    # 1500 steps of one sampled subnet each (~110 ms per step on 2 CPU cores; an in-place teacher
     # would double that). Measured: validation mIoU 0.258 for the largest arch with shared BN,
     # 0.29-0.33 for searched subnets after BN recalibration; a constant prediction scores 0.164.
     config.train = dict(
