@@ -156,7 +156,8 @@ def _apply_fast(optimizer, grads, variables, gated_layers, masks, functional):
         learning_rate = optimizer.learning_rate
         ons = [on for _, on in groups[1:]]
 
-        update_step, stacked_step = _update_steps(optimizer, learning_rate)
+        update_step, traced_step, stacked_step = _update_steps(optimizer, learning_rate)
+        gated_step = traced_step if functional else update_step  # a gated layer's update runs in its cond
 
         def decays(var):
             return optimizer.weight_decay is not None and optimizer._use_weight_decay(var)
@@ -166,34 +167,29 @@ def _apply_fast(optimizer, grads, variables, gated_layers, masks, functional):
             return tf.cast(optimizer.weight_decay, tf.float32) * tf.cast(learning_rate, tf.float32)
 
         def update(strategy, grads, ons, float_masks):
-            def decay_and_step(var, grad, lr, mask=None, traced=False):
+            def decay_and_step(var, grad, lr, mask=None, step=update_step):
                 if decays(var):
                     # Keras writes `var * decay * lr`; grappler computes it as below in any lowered graph (as
                     # Keras's own update runs), but not inside a functional cond: so written as it runs.
                     decay = var * (tf.cast(optimizer.weight_decay, var.dtype) * tf.cast(lr, var.dtype))
                     var.assign_sub(decay if mask is None else mask * decay)
-                kwargs = {"traced": True} if traced else {}  # only this module's own steps take `traced`
-                if mask is None:
-                    return update_step(grad, var, lr, **kwargs)
-                return update_step(grad, var, lr, mask, **kwargs)
+                return step(grad, var, lr) if mask is None else step(grad, var, lr, mask)
 
-            def update_group(ids, traced=False):
+            def update_group(ids, step):
                 for i in ids:
                     args = (grads[i], learning_rate)
                     if float_masks[i] is not None:
                         args += (strategy.experimental_local_results(float_masks[i])[0],)
-                    kwargs = {"traced": traced}
-                    strategy.extended.update(tf_vars[i], decay_and_step, args=args, kwargs=kwargs, group=False)
+                    strategy.extended.update(tf_vars[i], decay_and_step, args=args, kwargs={"step": step}, group=False)
                 return tf.constant(True)
 
             ungated = groups[0][0]
             if stacked_step is not None and not tf.distribute.has_strategy():
                 ungated = _update_stacked(stacked_step, ungated, grads, tf_vars, float_masks, decays, decay_factor)
-            update_group(ungated)
+            update_group(ungated, update_step)
             for (ids, _), on in zip(groups[1:], ons):
                 on = strategy.experimental_local_results(on)[0]
-                # In a functional cond each variable's update is one call of a traced update (`_traced_update`).
-                tf.cond(on, lambda ids=ids: update_group(ids, functional), lambda: tf.constant(False))
+                tf.cond(on, lambda ids=ids: update_group(ids, gated_step), lambda: tf.constant(False))
 
         _merge(update, grads, ons, float_masks)
     optimizer.iterations.assign_add(1)
@@ -237,11 +233,13 @@ def _update_stacked(stacked_step, ids, grads, tf_vars, float_masks, decays, deca
 
 
 def _update_steps(optimizer, learning_rate):
-    """`(per_variable, stacked)`: the optimizer's `update_step`, traced with less Python and fewer ops.
+    """`(per_variable, traced, stacked)`: the optimizer's `update_step`, traced with less Python and fewer ops.
 
-    `per_variable(grad, var, lr[, mask])` updates one variable. `stacked(grads, vars)` (None for other
-    optimizers) updates several float32 variables of one shape with one op per step of the arithmetic on
-    their stacked values, then a read per slot and an assign per variable and slot (`_update_stacked`).
+    `per_variable(grad, var, lr[, mask])` updates one variable with the arithmetic written out; `traced` (same
+    arguments) does it with one call of a traced update (`_traced_update`), for the functional conds of gated
+    layers. `stacked(grads, vars)` (None for other optimizers) updates several float32 variables of one shape
+    with one op per step of the arithmetic on their stacked values, then a read per slot and an assign per
+    variable and slot (`_update_stacked`).
 
     Keras's `Adam.update_step` recomputes the step count, both beta powers and the step size for every variable
     (~15 scalar graph ops each), and Keras's `Adam` and `SGD` convert each slot variable and Python constant to a
@@ -257,7 +255,7 @@ def _update_steps(optimizer, learning_rate):
         return _adam_step(optimizer, learning_rate)
     if type(optimizer) is keras.optimizers.SGD:
         return _sgd_step(optimizer, learning_rate)
-    return optimizer.update_step, None
+    return optimizer.update_step, optimizer.update_step, None
 
 
 def _plain_float32(gradient, variable):
@@ -359,12 +357,15 @@ def _adam_step(optimizer, learning_rate):
         index = optimizer._get_variable_index(variable)
         return _tf_variable(optimizer._momentums[index]).handle, _tf_variable(optimizer._velocities[index]).handle
 
-    def adam_step(gradient, variable, learning_rate, mask=None, traced=False):
-        if not _plain_float32(gradient, variable):
-            return optimizer.update_step(gradient, variable, learning_rate)
-        m, v = moments(variable)
-        args = (variable.handle, m, v, gradient, *constants) + (() if mask is None else (mask,))
-        (_traced_update("adam", mask is not None) if traced else _adam_update)(*args)
+    def adam_step(traced):
+        def step(gradient, variable, learning_rate, mask=None):
+            if not _plain_float32(gradient, variable):
+                return optimizer.update_step(gradient, variable, learning_rate)
+            m, v = moments(variable)
+            args = (variable.handle, m, v, gradient, *constants) + (() if mask is None else (mask,))
+            (_traced_update("adam", mask is not None) if traced else _adam_update)(*args)
+
+        return step
 
     def stacked_step(gradients, variables):
         ms, vs = zip(*[moments(v) for v in variables])
@@ -373,7 +374,7 @@ def _adam_step(optimizer, learning_rate):
         _assign_each(tf.raw_ops.AssignAddVariableOp, vs, dv)
         _assign_each(tf.raw_ops.AssignSubVariableOp, [v.handle for v in variables], step)
 
-    return adam_step, stacked_step
+    return adam_step(False), adam_step(True), stacked_step
 
 
 def _sgd_step(optimizer, learning_rate):
@@ -384,17 +385,20 @@ def _sgd_step(optimizer, learning_rate):
     def momentum_of(variable):
         return _tf_variable(optimizer.momentums[optimizer._get_variable_index(variable)]).handle
 
-    def sgd_step(gradient, variable, learning_rate, traced=False):
-        if not _plain_float32(gradient, variable):
-            return optimizer.update_step(gradient, variable, learning_rate)
-        if optimizer.momentum == 0:
-            tf.raw_ops.AssignSubVariableOp(resource=variable.handle, value=tf.raw_ops.Mul(x=gradient, y=lr))
-            return
-        m = momentum_of(variable)
-        if traced:
-            _traced_update(kind)(variable.handle, m, gradient, lr, momentum)
-        else:
-            _sgd_update(variable.handle, m, gradient, lr, momentum, optimizer.nesterov)
+    def sgd_step(traced):
+        def step(gradient, variable, learning_rate):
+            if not _plain_float32(gradient, variable):
+                return optimizer.update_step(gradient, variable, learning_rate)
+            if optimizer.momentum == 0:
+                tf.raw_ops.AssignSubVariableOp(resource=variable.handle, value=tf.raw_ops.Mul(x=gradient, y=lr))
+                return
+            m = momentum_of(variable)
+            if traced:
+                _traced_update(kind)(variable.handle, m, gradient, lr, momentum)
+            else:
+                _sgd_update(variable.handle, m, gradient, lr, momentum, optimizer.nesterov)
+
+        return step
 
     def stacked_step(gradients, variables):
         handles = [v.handle for v in variables]
@@ -406,7 +410,7 @@ def _sgd_step(optimizer, learning_rate):
         _assign_each(tf.raw_ops.AssignVariableOp, ms, new_m)
         _assign_each(tf.raw_ops.AssignAddVariableOp, handles, increment)
 
-    return sgd_step, stacked_step
+    return sgd_step(False), sgd_step(True), stacked_step
 
 
 def _stacked_reads(handles):
