@@ -167,7 +167,7 @@ def _apply_fast(optimizer, grads, variables, gated_layers, masks, functional):
             return tf.cast(optimizer.weight_decay, tf.float32) * tf.cast(learning_rate, tf.float32)
 
         def update(strategy, grads, ons, float_masks):
-            def decay_and_step(var, grad, lr, mask=None, step=update_step):
+            def decay_and_step(var, grad, lr, mask=None, *, step):
                 if decays(var):
                     # Keras writes `var * decay * lr`; grappler computes it as below in any lowered graph (as
                     # Keras's own update runs), but not inside a functional cond: so written as it runs.
