@@ -13,8 +13,9 @@ extracted static model (also in a `tf.function`), and the analytic MACs.
 sampler (`train_function_traces` must be 1), then for --num_archs random archs the median step
 time of the supernet's one compiled step running that arch (fed through a variable, no retrace)
 and of the extracted static model trained the same way (same task loss, same optimizer, Keras
-`train_on_batch` on both sides), their ratio, and the static model's first step (trace + graph
-optimization: what a retrace-per-arch trainer would pay for every new arch).
+`train_on_batch` on both sides), timed interleaved (--repeats rounds, each calling both), their
+ratio, and the static model's first step (trace + graph optimization: what a retrace-per-arch
+trainer would pay for every new arch), with the 1-minute load average at the start and end.
 --what=compile: what the one-time compile costs, for the train function (the trainer exactly as
 bin/train_supernet.py builds it from the config: sampler, teacher, sparse updates) and for the
 evaluator's metric function: `trace_s`, `first_step_s` (trace + graph optimization + first run),
@@ -107,6 +108,22 @@ def _times(fn, repeats):
         fn()
         times.append(time.perf_counter() - start)
     return times
+
+
+def _interleaved_medians(fns, repeats):
+    """Median seconds per call of each of `fns`, timed in `repeats` rounds that call each once (the order
+    alternating between rounds), after one warm-up call each: the machine's drifts in speed, which on a
+    shared 2-core host move a sequential median by +-30% between two models, then reach both alike."""
+    for fn in fns:
+        fn()
+    times = [[] for _ in fns]
+    for r in range(repeats):
+        order = range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))
+        for i in order:
+            start = time.perf_counter()
+            fns[i]()
+            times[i].append(time.perf_counter() - start)
+    return [sorted(t)[len(t) // 2] for t in times]
 
 
 def _best_time(fn, repeats):
@@ -218,6 +235,8 @@ def _forward_benchmark():
 
 
 def _train_step_benchmark():
+    import os
+
     import keras
     import numpy as np
 
@@ -249,6 +268,7 @@ def _train_step_benchmark():
             "optimizer": train.optimizer,
             "precision": precision,
         },
+        "load_1m_start": round(os.getloadavg()[0], 2),
     }
 
     # 1. The config's sampler through Keras fit: one trace for every sampled subnet.
@@ -277,13 +297,15 @@ def _train_step_benchmark():
     for i in range(_NUM_ARCHS.value):
         arch = space.sample(rng)
         feed.set(arch)
-        t_super = _median_time(lambda: timed.train_on_batch(images, targets), _REPEATS.value)
         static = extract_subnet(net, arch, input_size=size)
         static.compile(optimizer=experiment.build_optimizer(), loss=task_loss)
         start = time.perf_counter()
         static.train_on_batch(images, targets)
         first = time.perf_counter() - start
-        t_static = _median_time(lambda: static.train_on_batch(images, targets), _REPEATS.value)
+        t_super, t_static = _interleaved_medians(
+            [lambda: timed.train_on_batch(images, targets), lambda: static.train_on_batch(images, targets)],
+            _REPEATS.value,
+        )
         record = {
             "arch_hash": arch.hash(),
             "supernet_ms": round(1e3 * t_super, 1),
@@ -303,6 +325,7 @@ def _train_step_benchmark():
     result["train_function_traces_after_feeding"] = timed.train_step_traces
     result["retrace_per_arch_step_s_median"] = round(float(np.median([r["static_first_step_s"] for r in records])), 2)
     result["peak_rss_mb"] = _peak_rss_mb()
+    result["load_1m_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result, sort_keys=True))
     return 0
 
@@ -620,11 +643,6 @@ def _package_version(name):
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-def _median_time(fn, repeats):
-    times = sorted(_times(fn, repeats))
-    return times[len(times) // 2]
 
 
 if __name__ == "__main__":
