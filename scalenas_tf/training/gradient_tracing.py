@@ -1,4 +1,5 @@
-"""Building the train step's gradient graph with less Python: TF's reachability walk with its captures indexed.
+"""Building the train step's gradient graph with less Python and fewer ops: TF's reachability walk with its captures
+indexed, and cond gradients that take their forward intermediates directly.
 
 Every gradient TF builds in a graph (each cond's gradient function, `tf.GradientTape.gradient`) starts with
 `gradients_util._MarkReachedOps`, a breadth-first walk over the ops reachable from the gradient's inputs. For each
@@ -14,6 +15,17 @@ graph's captures change: 0.24 s and 0.08 s for the two traces above (timed aroun
 one process). The graph is not changed during the walk, so it reaches the same ops (tested against TF's). It is
 written by hand because no TF API builds gradients without this walk; where the private functions it relies on
 are missing or differ (another TF version), the context leaves TF's walk in place.
+
+`direct_cond_intermediates()` changes how each cond's gradient reaches the forward values it needs (a conv's
+input, a batch norm's saved statistics). By default TF wraps every such intermediate in an optional: the forward
+`If` gets one more output per intermediate, `OptionalFromValue` in the branch that computes it and `OptionalNone`
+in the other, and the gradient `If` unwraps it with `OptionalGetValue`, three ops per intermediate. Inside the
+context TF builds the form it uses under XLA: the branch outputs the intermediate itself and the other branch a
+`FakeParam` (one op, a placeholder value that is never read: the gradient `If` runs the branch the forward `If`
+ran, and only that branch's gradient reads the intermediates). The branches compute the same ops on the same
+values, so the step's results are the same bits (tested). The full ScaleNAS space's train graph has 4,839 such
+intermediates: its ops including functions went from 95,734 to 86,056, and `configs/scarlet.py:cpu`'s from
+101,397 to 85,183 (`bin/benchmark.py --what=compile`, README Benchmarks for the times and memory).
 """
 
 from __future__ import annotations
@@ -24,12 +36,15 @@ import inspect
 import threading
 
 from tensorflow.python.eager import backprop_util
+from tensorflow.python.eager import context
 from tensorflow.python.ops import gradients_util
 
 _LOCK = threading.Lock()
 _ACTIVE = 0  # contexts open, over all threads
 _ORIGINAL = None  # TF's `_MarkReachedOps` while one is open
 _INDEXES = {}  # id(graph) -> (graph, its capture list, index): while a context is open, emptied when the last exits
+_DIRECT_ACTIVE = 0  # `direct_cond_intermediates` contexts open, over all threads
+_OPTIONALS_BEFORE = None  # whether TF wrapped intermediates in optionals before the first of them opened
 
 
 def _supported():
@@ -106,3 +121,36 @@ def indexed_gradient_walk():
             if _ACTIVE == 0:
                 gradients_util._MarkReachedOps = _ORIGINAL
                 _INDEXES.clear()
+
+
+_DIRECT_SUPPORTED = all(
+    hasattr(context, name)
+    for name in ("optionals_in_gradients_enabled", "enable_optionals_in_gradients", "disable_optionals_in_gradients")
+)
+
+
+@contextlib.contextmanager
+def direct_cond_intermediates():
+    """Cond gradients built inside this context take their forward intermediates as plain outputs of the forward
+    `If`, not wrapped in optionals (module docstring).
+
+    TF's setting is process-wide: it is turned off when the first context opens in any thread and put back as it
+    was when the last exits. Gradients that other threads build meanwhile take the same form, computing the same
+    values. Where this TF lacks the setting, the context changes nothing.
+    """
+    global _DIRECT_ACTIVE, _OPTIONALS_BEFORE
+    if not _DIRECT_SUPPORTED:
+        yield
+        return
+    with _LOCK:
+        if _DIRECT_ACTIVE == 0:
+            _OPTIONALS_BEFORE = context.optionals_in_gradients_enabled()
+            context.disable_optionals_in_gradients()
+        _DIRECT_ACTIVE += 1
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _DIRECT_ACTIVE -= 1
+            if _DIRECT_ACTIVE == 0 and _OPTIONALS_BEFORE:
+                context.enable_optionals_in_gradients()

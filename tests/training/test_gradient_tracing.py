@@ -1,9 +1,13 @@
-"""gradient_tracing: the indexed reachability walk reaches what TF's does, and is in place only while tracing."""
+"""gradient_tracing: the indexed reachability walk reaches what TF's does, and is in place only while tracing;
+cond gradients with direct intermediates compute the same bits with fewer ops."""
+
+import contextlib
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.python.eager import context
 from tensorflow.python.ops import gradients_util
 
 from scalenas_tf.families.scalenas.samplers import UniformSampler
@@ -86,3 +90,70 @@ def test_the_train_step_traces_with_the_indexed_walk(monkeypatch):
     images, masks = tf.zeros((2, 16, 16, 3)), tf.zeros((2, 16, 16), tf.int32)
     tf.function(trainer.train_step, autograph=False).get_concrete_function((images, masks))
     assert len(walks) > 3, walks
+
+
+def library_op_types(concrete_function):
+    """Op type counts over the functions of `concrete_function`'s graph (cond branches and their gradients)."""
+    library = concrete_function.graph.as_graph_def().library.function
+    counts = {}
+    for function in library:
+        for node in function.node_def:
+            counts[node.op] = counts.get(node.op, 0) + 1
+    return counts
+
+
+def test_direct_intermediates_give_the_same_gradients_with_fewer_ops():
+    x = tf.constant(np.random.default_rng(1).normal(size=(2, 8, 8, 4)).astype("float32"))
+    specs = (tf.TensorSpec((2, 8, 8, 4)), tf.TensorSpec((3,), tf.bool))
+    wrapped_before = context.optionals_in_gradients_enabled()
+    plain = gated_convs([tf.Variable(k) for k in KERNELS])
+    plain_ops = library_op_types(plain.get_concrete_function(*specs))
+    with gradient_tracing.direct_cond_intermediates():
+        with gradient_tracing.direct_cond_intermediates():  # reentrant
+            assert not context.optionals_in_gradients_enabled()
+        assert not context.optionals_in_gradients_enabled()
+        direct = gated_convs([tf.Variable(k) for k in KERNELS])
+        direct_ops = library_op_types(direct.get_concrete_function(*specs))
+    assert context.optionals_in_gradients_enabled() == wrapped_before
+    assert plain_ops.get("OptionalFromValue", 0) > 0 and plain_ops.get("OptionalGetValue", 0) > 0
+    assert "OptionalFromValue" not in direct_ops and "OptionalGetValue" not in direct_ops
+    assert direct_ops.get("FakeParam", 0) > 0
+    assert sum(direct_ops.values()) < sum(plain_ops.values())
+    for on in ([True, False, True], [False, True, False], [True, True, True], [False, False, False]):
+        on = tf.constant(on)
+        for a, b in zip(plain(x, on), direct(x, on)):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(RuntimeError), gradient_tracing.direct_cond_intermediates():
+        raise RuntimeError("restored on errors too")
+    assert context.optionals_in_gradients_enabled() == wrapped_before
+
+
+def test_train_steps_are_bit_identical_with_direct_intermediates(monkeypatch):
+    """Adam steps of random subnets (blocks and edges skipped and run) give the same weights, slots and BN
+    statistics whether the cond gradients take their intermediates directly (the trainer's default) or wrapped."""
+    space = ScaleNASSpace(
+        width=4, depth_choices=(1, 2, 3), num_modules=(1, 1), num_branches=(2, 3), stem_channels=8, layer1_blocks=1
+    )
+    rng = np.random.default_rng(3)
+    images = tf.constant(rng.normal(size=(2, 16, 16, 3)).astype("float32"))
+    masks = tf.constant(rng.integers(0, 3, size=(2, 16, 16)).astype("int32"))
+    weights = None
+    results = []
+    for direct in (True, False):
+        if not direct:
+            monkeypatch.setattr(gradient_tracing, "direct_cond_intermediates", contextlib.nullcontext)
+        net = ScaleNASSupernet(space, task="seg", num_classes=3)
+        net.build((None, None, None, 3))
+        if weights is None:
+            weights = net.get_weights()
+        net.set_weights(weights)
+        trainer = SupernetTrainer(net, sampler=UniformSampler(space, seed=5))
+        trainer.compile(optimizer=keras.optimizers.Adam(0.01))
+        step = tf.function(trainer.train_step, autograph=False)
+        ops = library_op_types(step.get_concrete_function((images, masks)))
+        assert ("OptionalFromValue" in ops) != direct, ops.get("OptionalFromValue")
+        losses = [float(step((images, masks))["loss"]) for _ in range(6)]
+        results.append((losses, [v.numpy() for v in net.variables + trainer.optimizer.variables]))
+    assert results[0][0] == results[1][0]
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_array_equal(a, b)

@@ -10,6 +10,8 @@ identity offered), l2 8->16 (no identity); 16x16 images, 3 classes, one fixed ba
 paths and its unlooped form (one tape over every path) traces in seconds.
 """
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -23,6 +25,8 @@ from scalenas_tf.families.scarlet.space import ScarletSpace
 from scalenas_tf.families.scarlet.stabilizer import Stabilizer
 from scalenas_tf.families.scarlet.supernet import ScarletSupernet
 from scalenas_tf.layers import common
+from scalenas_tf.training import gradient_tracing
+from scalenas_tf.training import graph_options
 from scalenas_tf.training.bn_calibration import BatchNormCalibrator
 from scalenas_tf.training.sparse_update import slot_map
 from scalenas_tf.training.trainer import SupernetTrainer
@@ -332,6 +336,21 @@ def test_strict_fair_step_trains_every_choice():
             assert op is not None
             for v in op.trainable_variables:
                 assert not np.array_equal(v.numpy(), init[v.path]), f"{v.path} did not change"
+
+
+def test_looped_strict_fair_steps_are_bit_identical_with_wrapped_cond_intermediates(monkeypatch):
+    """The loop's cond gradients take their intermediates directly (the trainer's default): two steps give the
+    same weights, optimizer slots and BN statistics, bit for bit, as with TF's optional-wrapped intermediates,
+    with the graph optimizations training uses (`graph_optimizations("fast")`; TF's full set fuses some of
+    this graph's ops differently in the two forms, a last-bit difference in some gradients)."""
+    with graph_options.graph_optimizations("fast"):
+        direct, _ = strict_fair_step(FAIR, subnet_loop=True, steps=2)
+        monkeypatch.setattr(gradient_tracing, "direct_cond_intermediates", contextlib.nullcontext)
+        wrapped, _ = strict_fair_step(FAIR, subnet_loop=True, steps=2)
+    assert direct.subnet_loop and wrapped.subnet_loop
+    for a, b in zip(direct.variables, wrapped.variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    assert any(not np.array_equal(a, b) for a, b in zip(direct.supernet.get_weights(), _INIT[(FAIR, 1)]))
 
 
 @pytest.mark.slow
