@@ -23,9 +23,14 @@ in the other, and the gradient `If` unwraps it with `OptionalGetValue`, three op
 context TF builds the form it uses under XLA: the branch outputs the intermediate itself and the other branch a
 `FakeParam` (one op, a placeholder value that is never read: the gradient `If` runs the branch the forward `If`
 ran, and only that branch's gradient reads the intermediates). The branches compute the same ops on the same
-values, so the step's results are the same bits (tested). The full ScaleNAS space's train graph has 4,839 such
-intermediates: its ops including functions went from 95,734 to 86,056, and `configs/scarlet.py:cpu`'s from
-101,397 to 85,183 (`bin/benchmark.py --what=compile`, README Benchmarks for the times and memory).
+values, so the step's results are the same bits (tested, with the graph optimizations training uses).
+
+TF allocates a `FakeParam`'s buffer once per kernel, for as long as the function lives, with the traced shape
+and 0 for each unknown dimension. Traced with its batch of 16, `configs/shapes_seg.py`'s step would hold
+22.7 MB that way, a copy of every gated activation (on a GPU, device memory). So inside the context the
+`FakeParam`s are built with a leading dimension of 0, as TF builds them when the batch size is unknown
+(tracing the step with an unknown batch instead empties them too, but added 3.5k dynamic-shape ops to the
+full space's graph): every buffer is empty, and the other ops keep their static shapes.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ import threading
 
 from tensorflow.python.eager import backprop_util
 from tensorflow.python.eager import context
+from tensorflow.python.ops import cond_v2
+from tensorflow.python.ops import gen_functional_ops
 from tensorflow.python.ops import gradients_util
 
 _LOCK = threading.Lock()
@@ -45,6 +52,7 @@ _ORIGINAL = None  # TF's `_MarkReachedOps` while one is open
 _INDEXES = {}  # id(graph) -> (graph, its capture list, index): while a context is open, emptied when the last exits
 _DIRECT_ACTIVE = 0  # `direct_cond_intermediates` contexts open, over all threads
 _OPTIONALS_BEFORE = None  # whether TF wrapped intermediates in optionals before the first of them opened
+_FAKEPARAMS_BEFORE = None  # TF's `cond_v2._create_fakeparams` while one is open
 
 
 def _supported():
@@ -126,31 +134,54 @@ def indexed_gradient_walk():
 _DIRECT_SUPPORTED = all(
     hasattr(context, name)
     for name in ("optionals_in_gradients_enabled", "enable_optionals_in_gradients", "disable_optionals_in_gradients")
+) and (
+    hasattr(cond_v2, "_create_fakeparams")
+    and tuple(inspect.signature(cond_v2._create_fakeparams).parameters) == ("func_graph", "template_tensors")
+    and hasattr(gen_functional_ops, "fake_param")
 )
+
+
+def empty_fakeparams(func_graph, template_tensors):
+    """`cond_v2._create_fakeparams` with a leading dimension of 0: `FakeParam`s in `func_graph` standing for
+    `template_tensors` (never read), whose buffers are empty."""
+    with func_graph.as_default():
+        return [gen_functional_ops.fake_param(dtype=t.dtype, shape=_empty_shape(t.shape)) for t in template_tensors]
+
+
+def _empty_shape(shape):
+    """`shape` (a `tf.TensorShape`) with its leading dimension 0 and its unknown dimensions 0; a scalar or an
+    unknown rank as it is (a buffer of one element, or none)."""
+    if shape.rank is None or shape.rank == 0:
+        return shape
+    return [0] + [0 if d is None else d for d in shape.as_list()[1:]]
 
 
 @contextlib.contextmanager
 def direct_cond_intermediates():
     """Cond gradients built inside this context take their forward intermediates as plain outputs of the forward
-    `If`, not wrapped in optionals (module docstring).
+    `If`, not wrapped in optionals, with empty `FakeParam`s in the other branch (module docstring).
 
     TF's setting is process-wide: it is turned off when the first context opens in any thread and put back as it
     was when the last exits. Gradients that other threads build meanwhile take the same form, computing the same
-    values. Where this TF lacks the setting, the context changes nothing.
+    values. Where this TF lacks the setting or the function it replaces, the context changes nothing.
     """
-    global _DIRECT_ACTIVE, _OPTIONALS_BEFORE
+    global _DIRECT_ACTIVE, _OPTIONALS_BEFORE, _FAKEPARAMS_BEFORE
     if not _DIRECT_SUPPORTED:
         yield
         return
     with _LOCK:
         if _DIRECT_ACTIVE == 0:
             _OPTIONALS_BEFORE = context.optionals_in_gradients_enabled()
+            _FAKEPARAMS_BEFORE = cond_v2._create_fakeparams
             context.disable_optionals_in_gradients()
+            cond_v2._create_fakeparams = empty_fakeparams
         _DIRECT_ACTIVE += 1
     try:
         yield
     finally:
         with _LOCK:
             _DIRECT_ACTIVE -= 1
-            if _DIRECT_ACTIVE == 0 and _OPTIONALS_BEFORE:
-                context.enable_optionals_in_gradients()
+            if _DIRECT_ACTIVE == 0:
+                cond_v2._create_fakeparams = _FAKEPARAMS_BEFORE
+                if _OPTIONALS_BEFORE:
+                    context.enable_optionals_in_gradients()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.python.eager import context
+from tensorflow.python.ops import cond_v2
 from tensorflow.python.ops import gradients_util
 
 from scalenas_tf.families.scalenas.samplers import UniformSampler
@@ -102,19 +103,34 @@ def library_op_types(concrete_function):
     return counts
 
 
+def fake_param_shapes(concrete_function):
+    """The traced shapes (-1 or 0 where unknown) of the `FakeParam` ops in `concrete_function`'s functions."""
+    library = concrete_function.graph.as_graph_def().library.function
+    return [
+        [d.size for d in node.attr["shape"].shape.dim]
+        for function in library
+        for node in function.node_def
+        if node.op == "FakeParam"
+    ]
+
+
 def test_direct_intermediates_give_the_same_gradients_with_fewer_ops():
     x = tf.constant(np.random.default_rng(1).normal(size=(2, 8, 8, 4)).astype("float32"))
     specs = (tf.TensorSpec((2, 8, 8, 4)), tf.TensorSpec((3,), tf.bool))
-    wrapped_before = context.optionals_in_gradients_enabled()
+    wrapped_before, fakeparams_before = context.optionals_in_gradients_enabled(), cond_v2._create_fakeparams
     plain = gated_convs([tf.Variable(k) for k in KERNELS])
     plain_ops = library_op_types(plain.get_concrete_function(*specs))
     with gradient_tracing.direct_cond_intermediates():
         with gradient_tracing.direct_cond_intermediates():  # reentrant
             assert not context.optionals_in_gradients_enabled()
         assert not context.optionals_in_gradients_enabled()
+        assert cond_v2._create_fakeparams is gradient_tracing.empty_fakeparams
         direct = gated_convs([tf.Variable(k) for k in KERNELS])
-        direct_ops = library_op_types(direct.get_concrete_function(*specs))
+        direct_function = direct.get_concrete_function(*specs)
+        direct_ops = library_op_types(direct_function)
+    assert fake_param_shapes(direct_function) and all(shape[0] == 0 for shape in fake_param_shapes(direct_function))
     assert context.optionals_in_gradients_enabled() == wrapped_before
+    assert cond_v2._create_fakeparams is fakeparams_before
     assert plain_ops.get("OptionalFromValue", 0) > 0 and plain_ops.get("OptionalGetValue", 0) > 0
     assert "OptionalFromValue" not in direct_ops and "OptionalGetValue" not in direct_ops
     assert direct_ops.get("FakeParam", 0) > 0
@@ -126,6 +142,7 @@ def test_direct_intermediates_give_the_same_gradients_with_fewer_ops():
     with pytest.raises(RuntimeError), gradient_tracing.direct_cond_intermediates():
         raise RuntimeError("restored on errors too")
     assert context.optionals_in_gradients_enabled() == wrapped_before
+    assert cond_v2._create_fakeparams is fakeparams_before
 
 
 def test_train_steps_are_bit_identical_with_direct_intermediates(monkeypatch):
@@ -152,6 +169,10 @@ def test_train_steps_are_bit_identical_with_direct_intermediates(monkeypatch):
         step = tf.function(trainer.train_step, autograph=False)
         ops = library_op_types(step.get_concrete_function((images, masks)))
         assert ("OptionalFromValue" in ops) != direct, ops.get("OptionalFromValue")
+        if direct:  # traced with a known batch of 2, yet every FakeParam's buffer is empty
+            shapes = fake_param_shapes(step.get_concrete_function((images, masks)))
+            assert any(len(shape) == 4 for shape in shapes), shapes
+            assert all(shape[0] == 0 for shape in shapes if shape), [shape for shape in shapes if shape[0]]
         losses = [float(step((images, masks))["loss"]) for _ in range(6)]
         results.append((losses, [v.numpy() for v in net.variables + trainer.optimizer.variables]))
     assert results[0][0] == results[1][0]
