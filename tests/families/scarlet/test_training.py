@@ -341,8 +341,8 @@ def test_strict_fair_step_trains_every_choice():
 def test_looped_strict_fair_steps_are_bit_identical_with_wrapped_cond_intermediates(monkeypatch):
     """The loop's cond gradients take their intermediates directly (the trainer's default): two steps give the
     same weights, optimizer slots and BN statistics, bit for bit, as with TF's optional-wrapped intermediates,
-    with the graph optimizations training uses (`graph_optimizations("fast")`; TF's full set fuses some of
-    this graph's ops differently in the two forms, a last-bit difference in some gradients)."""
+    with the graph optimizations training uses (`graph_optimizations("fast")`; TF's full set rewrites
+    this graph differently in the two forms, a last-bit difference in some gradients)."""
     with graph_options.graph_optimizations("fast"):
         direct, _ = strict_fair_step(FAIR, subnet_loop=True, steps=2)
         monkeypatch.setattr(gradient_tracing, "direct_cond_intermediates", contextlib.nullcontext)
