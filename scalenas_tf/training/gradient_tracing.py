@@ -26,7 +26,8 @@ ran, and only that branch's gradient reads the intermediates). The branches comp
 values, so the step's results are the same bits (tested, with the graph optimizations training uses). The full
 ScaleNAS space's train graph went from 95,734 to 86,056 ops including functions and its peak RSS while compiling
 from 3.12 to 2.91 GB, `configs/scarlet.py:cpu`'s from 101,397 to 85,183 ops and 3.82 to 3.47 GB; a `Case` op
-needs a `FakeParam` in every other branch, so ScaleNet's 3-way switches kept their op count (README Benchmarks).
+needs a `FakeParam` in every other branch, so ScaleNet's 3-way switches kept their op count, and its compile took
+more memory (4.72 -> 5.14 GB) and longer in two runs each (README Benchmarks).
 
 TF allocates a `FakeParam`'s buffer once per kernel, for as long as the function lives, with the traced shape
 and 0 for each unknown dimension. Traced with its batch of 16, `configs/shapes_seg.py`'s step would hold
