@@ -25,9 +25,17 @@ context TF builds the form it uses under XLA: the branch outputs the intermediat
 ran, and only that branch's gradient reads the intermediates). The branches compute the same ops on the same
 values, so the step's results are the same bits (tested, with the graph optimizations training uses). The full
 ScaleNAS space's train graph went from 95,734 to 86,056 ops including functions and its peak RSS while compiling
-from 3.12 to 2.91 GB, `configs/scarlet.py:cpu`'s from 101,397 to 85,183 ops and 3.82 to 3.47 GB; a `Case` op
-needs a `FakeParam` in every other branch, so ScaleNet's 3-way switches kept their op count, and its compile took
-more memory (4.72 -> 5.14 GB) and longer in two runs each (README Benchmarks).
+from 3.12 to 2.91 GB, `configs/scarlet.py:cpu`'s from 101,397 to 85,183 ops and 3.82 to 3.47 GB.
+
+A `Case` keeps TF's optionals. They are all variants, so its branches share output slots: a 3-way `Case`
+outputs as many optionals as its largest branch has intermediates, where the direct form outputs every
+branch's intermediates, each with a `FakeParam` in the two other branches. ScaleNet's switches compiled with
+0.42 GB more memory that way (4.72 -> 5.14 GB). TF decides the form by one process-wide setting, read when a
+gradient graph captures a forward value and again when the gradient rewrites the forward op; a `Case` inside
+an `If` captures through the `If`'s gradient graph. So inside the context each cond gradient runs with the
+setting for its own op type, and each cond gradient graph captures with the setting for the cond it
+differentiates: ScaleNet's train graph has 159,582 ops (163,264 in either single form) and compiled in
+4.65 GB.
 
 TF allocates a `FakeParam`'s buffer once per kernel, for as long as the function lives, with the traced shape
 and 0 for each unknown dimension. Traced with its batch of 16, `configs/shapes_seg.py`'s step would hold
@@ -46,17 +54,37 @@ import threading
 
 from tensorflow.python.eager import backprop_util
 from tensorflow.python.eager import context
+from tensorflow.python.framework import ops
+from tensorflow.python.framework import registry
 from tensorflow.python.ops import cond_v2
 from tensorflow.python.ops import gen_functional_ops
 from tensorflow.python.ops import gradients_util
 
 _LOCK = threading.Lock()
-_ACTIVE = 0  # contexts open, over all threads
-_ORIGINAL = None  # TF's `_MarkReachedOps` while one is open
-_INDEXES = {}  # id(graph) -> (graph, its capture list, index): while a context is open, emptied when the last exits
-_DIRECT_ACTIVE = 0  # `direct_cond_intermediates` contexts open, over all threads
-_OPTIONALS_BEFORE = None  # whether TF wrapped intermediates in optionals before the first of them opened
-_FAKEPARAMS_BEFORE = None  # TF's `cond_v2._create_fakeparams` while one is open
+_FORM_LOCK = threading.RLock()  # held while a cond gradient or its capture sets TF's optionals setting
+_OPEN = collections.Counter()  # contexts open per patch, over all threads
+_SAVED = {}  # patch name -> what its `apply` returned, for `restore`, while one of its contexts is open
+_INDEXES = {}  # id(graph) -> (graph, its capture list, index) while a walk is open, emptied when the last exits
+_IF_TYPES = ("If", "StatelessIf")
+_CASE_TYPES = ("Case", "StatelessCase")
+_GRAD_GRAPH = getattr(cond_v2, "_CondGradFuncGraph", None)
+
+
+@contextlib.contextmanager
+def _patched(name, apply, restore):
+    """Runs `apply()` when the first context named `name` opens in the process and `restore(what it returned)`
+    when the last exits, on errors too: TF's functions and settings are process-wide."""
+    with _LOCK:
+        if _OPEN[name] == 0:
+            _SAVED[name] = apply()
+        _OPEN[name] += 1
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _OPEN[name] -= 1
+            if _OPEN[name] == 0:
+                restore(_SAVED.pop(name))
 
 
 def _supported():
@@ -116,23 +144,22 @@ def indexed_gradient_walk():
 
     Reentrant and thread-safe: TF's function is put back when the last context open in the process exits.
     """
-    global _ACTIVE, _ORIGINAL
     if not _SUPPORTED:
         yield
         return
-    with _LOCK:
-        if _ACTIVE == 0:
-            _ORIGINAL = gradients_util._MarkReachedOps
-            gradients_util._MarkReachedOps = mark_reached_ops
-        _ACTIVE += 1
-    try:
+    with _patched("walk", _use_indexed_walk, _restore_walk):
         yield
-    finally:
-        with _LOCK:
-            _ACTIVE -= 1
-            if _ACTIVE == 0:
-                gradients_util._MarkReachedOps = _ORIGINAL
-                _INDEXES.clear()
+
+
+def _use_indexed_walk():
+    original = gradients_util._MarkReachedOps
+    gradients_util._MarkReachedOps = mark_reached_ops
+    return original
+
+
+def _restore_walk(original):
+    gradients_util._MarkReachedOps = original
+    _INDEXES.clear()
 
 
 _DIRECT_SUPPORTED = all(
@@ -142,6 +169,11 @@ _DIRECT_SUPPORTED = all(
     hasattr(cond_v2, "_create_fakeparams")
     and tuple(inspect.signature(cond_v2._create_fakeparams).parameters) == ("func_graph", "template_tensors")
     and hasattr(gen_functional_ops, "fake_param")
+    and hasattr(registry, "_TYPE_TAG")
+    and isinstance(getattr(getattr(ops, "_gradient_registry", None), "_registry", None), dict)
+    and all(registry._TYPE_TAG in ops._gradient_registry._registry.get(t, {}) for t in _IF_TYPES + _CASE_TYPES)
+    and _GRAD_GRAPH is not None
+    and tuple(inspect.signature(_GRAD_GRAPH._capture_helper).parameters) == ("self", "tensor", "name")
 )
 
 
@@ -163,29 +195,79 @@ def _empty_shape(shape):
 @contextlib.contextmanager
 def direct_cond_intermediates():
     """Cond gradients built inside this context take their forward intermediates as plain outputs of the forward
-    `If`, not wrapped in optionals, with empty `FakeParam`s in the other branch (module docstring).
+    `If`, not wrapped in optionals, with empty `FakeParam`s in the other branch (module docstring). `Case`
+    gradients keep TF's optionals.
 
-    TF's setting is process-wide: it is turned off when the first context opens in any thread and put back as it
-    was when the last exits. Gradients that other threads build meanwhile take the same form, computing the same
-    values. Where this TF lacks the setting or the function it replaces, the context changes nothing.
+    TF's setting and functions are process-wide: they are replaced when the first context opens in any thread and
+    put back as they were when the last exits. Cond gradients that other threads build meanwhile take the same
+    forms, computing the same values, one thread at a time. Where this TF lacks the setting or the functions it
+    replaces, the context changes nothing.
     """
-    global _DIRECT_ACTIVE, _OPTIONALS_BEFORE, _FAKEPARAMS_BEFORE
     if not _DIRECT_SUPPORTED:
         yield
         return
-    with _LOCK:
-        if _DIRECT_ACTIVE == 0:
-            _OPTIONALS_BEFORE = context.optionals_in_gradients_enabled()
-            _FAKEPARAMS_BEFORE = cond_v2._create_fakeparams
-            context.disable_optionals_in_gradients()
-            cond_v2._create_fakeparams = empty_fakeparams
-        _DIRECT_ACTIVE += 1
-    try:
+    with _patched("direct", _use_direct_intermediates, _restore_direct_intermediates):
         yield
-    finally:
-        with _LOCK:
-            _DIRECT_ACTIVE -= 1
-            if _DIRECT_ACTIVE == 0:
-                cond_v2._create_fakeparams = _FAKEPARAMS_BEFORE
-                if _OPTIONALS_BEFORE:
-                    context.enable_optionals_in_gradients()
+
+
+def _use_direct_intermediates():
+    saved = (context.optionals_in_gradients_enabled(), cond_v2._create_fakeparams, {}, _GRAD_GRAPH._capture_helper)
+    context.disable_optionals_in_gradients()
+    cond_v2._create_fakeparams = empty_fakeparams
+    for op_type in _IF_TYPES + _CASE_TYPES:
+        entry = ops._gradient_registry._registry[op_type]
+        saved[2][op_type] = entry[registry._TYPE_TAG]
+        entry[registry._TYPE_TAG] = _in_form(entry[registry._TYPE_TAG], optionals=op_type in _CASE_TYPES)
+    _GRAD_GRAPH._capture_helper = _capture_in_form(_GRAD_GRAPH._capture_helper)
+    return saved
+
+
+def _restore_direct_intermediates(saved):
+    optionals, fakeparams, gradients, capture_helper = saved
+    _GRAD_GRAPH._capture_helper = capture_helper
+    for op_type, gradient in gradients.items():
+        ops._gradient_registry._registry[op_type][registry._TYPE_TAG] = gradient
+    cond_v2._create_fakeparams = fakeparams
+    if optionals:
+        context.enable_optionals_in_gradients()
+
+
+@contextlib.contextmanager
+def _optionals(enabled):
+    """TF's optionals setting `enabled` inside, then as it was. The setting is process-wide, so one thread at a
+    time runs inside (reentrant: gradients nest)."""
+    with _FORM_LOCK:
+        before = context.optionals_in_gradients_enabled()
+        if enabled != before:
+            (context.enable_optionals_in_gradients if enabled else context.disable_optionals_in_gradients)()
+        try:
+            yield
+        finally:
+            if enabled != before:
+                (context.enable_optionals_in_gradients if before else context.disable_optionals_in_gradients)()
+
+
+def _in_form(gradient, optionals):
+    """A registered cond gradient function that builds its form (`optionals` or direct intermediates) whatever
+    form the gradient it is nested in builds."""
+
+    def wrapped(op, *grads):
+        with _optionals(optionals):
+            return gradient(op, *grads)
+
+    return wrapped
+
+
+def _capture_in_form(capture_helper):
+    """`_CondGradFuncGraph._capture_helper` that captures a forward intermediate in the form of the cond whose
+    gradient the graph computes: TF decides by the setting when it captures, and a `Case`'s gradient captures
+    through the gradient graph of each cond around it."""
+
+    def capture(graph, tensor, name):
+        forward = getattr(graph._forward_graph, "_forward_cond", None)
+        if forward is None:
+            return capture_helper(graph, tensor, name)
+        with _optionals(forward.type in _CASE_TYPES):
+            return capture_helper(graph, tensor, name)
+
+    return capture

@@ -1,6 +1,7 @@
 """gradient_tracing: the indexed reachability walk reaches what TF's does, and is in place only while tracing;
 cond gradients with direct intermediates compute the same bits with fewer ops."""
 
+import collections
 import contextlib
 
 import keras
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.python.eager import context
+from tensorflow.python.framework import ops
 from tensorflow.python.ops import cond_v2
 from tensorflow.python.ops import gradients_util
 
@@ -29,6 +31,27 @@ def gated_convs(variables):
             y = x
             for i, w in enumerate(variables):
                 y = tf.cond(on[i], lambda y=y, w=w: tf.nn.relu(tf.nn.conv2d(y, w, 1, "SAME")) + y, lambda y=y: y)
+            loss = tf.reduce_sum(y * y)
+        return tape.gradient(loss, variables)
+
+    return step
+
+
+def gated_switch_cases(variables):
+    """A function whose cond branches each hold a `tf.switch_case` over the variables, as ScaleNet's slots do."""
+
+    @tf.function(autograph=False)
+    def step(x, on, choice):
+        with tf.GradientTape() as tape:
+            y = x
+            for i in range(2):
+
+                def run(y=y, i=i):
+                    z = tf.nn.relu(y)  # an intermediate of the If that the Case's gradient captures
+                    branches = [lambda w=w: tf.nn.relu(tf.nn.conv2d(z, w, 1, "SAME")) + y for w in variables]
+                    return tf.switch_case(choice[i], branches)
+
+                y = tf.cond(on[i], run, lambda y=y: y)
             loss = tf.reduce_sum(y * y)
         return tape.gradient(loss, variables)
 
@@ -103,6 +126,25 @@ def library_op_types(concrete_function):
     return counts
 
 
+def branch_op_types(concrete_function, op_type):
+    """Op type counts over the branch functions of the `op_type` ops ("If" or "Case", stateless or not) in
+    `concrete_function`'s graph and its functions."""
+    graph_def = concrete_function.graph.as_graph_def()
+    library = {function.signature.name: function for function in graph_def.library.function}
+    nodes = list(graph_def.node) + [node for function in library.values() for node in function.node_def]
+    names = set()
+    for node in nodes:
+        if node.op in (op_type, "Stateless" + op_type):
+            for key in ("then_branch", "else_branch"):
+                if key in node.attr:
+                    names.add(node.attr[key].func.name)
+            names.update(f.name for f in node.attr["branches"].list.func)
+    counts = collections.Counter()
+    for name in names:
+        counts.update(node.op for node in library[name].node_def)
+    return counts
+
+
 def fake_param_shapes(concrete_function):
     """The traced shapes (-1 or 0 where unknown) of the `FakeParam` ops in `concrete_function`'s functions."""
     library = concrete_function.graph.as_graph_def().library.function
@@ -143,6 +185,41 @@ def test_direct_intermediates_give_the_same_gradients_with_fewer_ops():
         raise RuntimeError("restored on errors too")
     assert context.optionals_in_gradients_enabled() == wrapped_before
     assert cond_v2._create_fakeparams is fakeparams_before
+
+
+def test_case_gradients_keep_their_optionals_inside_the_context():
+    """A `Case` needs a `FakeParam` in every other branch (no fewer ops, and ScaleNet's compile took more time and
+    memory), so its gradient keeps TF's optionals while the `If`s around it take their intermediates directly:
+    the same gradients, for every gate and choice."""
+    x = tf.constant(np.random.default_rng(2).normal(size=(2, 8, 8, 4)).astype("float32"))
+    specs = (tf.TensorSpec((2, 8, 8, 4)), tf.TensorSpec((2,), tf.bool), tf.TensorSpec((2,), tf.int32))
+    registered = {t: ops._gradient_registry.lookup(t) for t in ("If", "StatelessIf", "Case", "StatelessCase")}
+    capture_helper = cond_v2._CondGradFuncGraph._capture_helper
+    plain = gated_switch_cases([tf.Variable(k) for k in KERNELS])
+    plain_ops = library_op_types(plain.get_concrete_function(*specs))
+    with gradient_tracing.direct_cond_intermediates():
+        assert all(ops._gradient_registry.lookup(t) is not g for t, g in registered.items())
+        direct = gated_switch_cases([tf.Variable(k) for k in KERNELS])
+        direct_function = direct.get_concrete_function(*specs)
+        direct_ops = library_op_types(direct_function)
+        assert not context.optionals_in_gradients_enabled()  # the Case gradients disabled them again
+    assert {t: ops._gradient_registry.lookup(t) for t in registered} == registered
+    assert cond_v2._CondGradFuncGraph._capture_helper is capture_helper
+    # The forward Cases' branches wrap their intermediates, the forward Ifs' branches output theirs directly.
+    assert direct_ops["OptionalFromValue"] == branch_op_types(direct_function, "Case")["OptionalFromValue"] > 0
+    assert "FakeParam" not in branch_op_types(direct_function, "Case")
+    assert branch_op_types(direct_function, "If")["FakeParam"] > 0
+    assert plain_ops["OptionalFromValue"] > direct_ops["OptionalFromValue"]  # there the Ifs' are wrapped too
+    assert direct_ops.get("FakeParam", 0) > 0
+    for on in ([True, False], [False, True], [True, True], [False, False]):
+        for choice in ([0, 2], [1, 1], [2, 0]):
+            args = (x, tf.constant(on), tf.constant(choice))
+            for a, b in zip(plain(*args), direct(*args)):
+                np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(RuntimeError), gradient_tracing.direct_cond_intermediates():
+        raise RuntimeError("restored on errors too")
+    assert {t: ops._gradient_registry.lookup(t) for t in registered} == registered
+    assert cond_v2._CondGradFuncGraph._capture_helper is capture_helper
 
 
 def test_train_steps_are_bit_identical_with_direct_intermediates(monkeypatch):
