@@ -19,7 +19,8 @@ trainer would pay for every new arch), with the 1-minute load average at the sta
 --what=compile: what the one-time compile costs, for the train function (the trainer exactly as
 bin/train_supernet.py builds it from the config: sampler, teacher, sparse updates) and for the
 evaluator's metric function: `trace_s`, `first_step_s` (trace + graph optimization + first run),
-`steady_step_ms` (median over --repeats calls, a new subnet each), `graph_ops` (top level),
+`steady_step_ms` (median over --repeats calls, a new subnet each), `slowest_step_ms` (the slowest of those),
+`graph_ops` (top level),
 `graph_ops_all` (including functions), `if_ops`, `case_ops`, `while_ops`, `lowered_ops` (of those, the ones TF
 lowers to Switch/Merge on the first call: all but the sparse update's with one replica), `peak_rss_mb`, and the
 1-minute load average (`os.getloadavg`) at the start and end. A static teacher is timed with

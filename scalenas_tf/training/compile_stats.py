@@ -73,7 +73,8 @@ def measure(
     Returns:
         `trace_s` (building the graph: Python), `first_call_s` (graph optimization and the first run),
         `first_step_s` (their sum: what a user waits for), `steady_step_ms` (median of the later calls),
-        `traces` (must stay 1), `peak_rss_mb` and the `graph_stats` of the traced graph.
+        `slowest_step_ms` (the slowest later call: a function TF instantiates only when it first runs, such as
+        a functional cond's branch the first call did not take, is optimized then), `traces` (must stay 1), `peak_rss_mb` and the `graph_stats` of the traced graph.
     """
     if steady_calls < 1:
         raise ValueError(f"`steady_calls` must be >= 1. Received: steady_calls={steady_calls}")
@@ -95,6 +96,7 @@ def measure(
         "first_call_s": round(first_call_s, 2),
         "first_step_s": round(trace_s + first_call_s, 2),
         "steady_step_ms": round(1e3 * float(np.median(times)), 1),
+        "slowest_step_ms": round(1e3 * max(times), 1),
         "traces": int(fn.experimental_get_tracing_count()),
         "peak_rss_mb": peak_rss_mb(),
     }
