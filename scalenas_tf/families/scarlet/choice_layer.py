@@ -80,8 +80,11 @@ class ChoiceLayer(keras.layers.Layer):
     def call(self, inputs, choice, training=None):
         # A chain of two-way conds, one per op: exactly one is on and the others pass the previous
         # value through, the same per-op gating as the ScaleNAS layers. A 13-way `tf.switch_case`
-        # traced no faster (first train step of the 19-layer :cpu supernet: 467 s vs 433 s here);
-        # both are dominated by tracing every op and its gradient.
+        # compiles worse: each branch of a `Case`'s gradient returns a gradient for every input of the
+        # `Case` (all 13 ops' weights), zeros for the other branches'. Measured back to back on
+        # 2026-12-03, `bin/benchmark.py --what=compile --config=configs/scarlet.py:cpu`: first step
+        # 149.4 s vs 98.3 s here, 131.9k vs 85.2k ops in all, peak RSS 5.00 vs 3.47 GB (its median
+        # step over 5 calls was 167 vs 249 ms).
         known = common.static_value(choice)
         if known is not None:  # a fixed arch: run the chosen op, no conds
             if int(known) not in self.choice_ids:
