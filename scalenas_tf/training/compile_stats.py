@@ -74,7 +74,8 @@ def measure(
         `trace_s` (building the graph: Python), `first_call_s` (graph optimization and the first run),
         `first_step_s` (their sum: what a user waits for), `steady_step_ms` (median of the later calls),
         `slowest_step_ms` (the slowest later call: a function TF instantiates only when it first runs, such as
-        a functional cond's branch the first call did not take, is optimized then), `traces` (must stay 1), `peak_rss_mb` and the `graph_stats` of the traced graph.
+        a functional cond's branch the first call did not take, is optimized then), `traces` (must stay 1),
+        `peak_rss_mb` and the `graph_stats` of the traced graph.
     """
     if steady_calls < 1:
         raise ValueError(f"`steady_calls` must be >= 1. Received: steady_calls={steady_calls}")
