@@ -83,8 +83,8 @@ class ChoiceLayer(keras.layers.Layer):
         # compiles worse: each branch of a `Case`'s gradient returns a gradient for every input of the
         # `Case` (all 13 ops' weights), zeros for the other branches'. Measured back to back on
         # 2026-12-03, `bin/benchmark.py --what=compile --config=configs/scarlet.py:cpu`: first step
-        # 149.4 s vs 98.3 s here, 131.9k vs 85.2k ops in all, peak RSS 5.00 vs 3.47 GB (its median
-        # step over 5 calls was 167 vs 249 ms).
+        # 149.4 s vs 98.3 s here, 131.9k vs 85.2k ops in all, peak RSS 5.00 vs 3.47 GB; its step, 16
+        # calls interleaved in one process with this chain's, 149 vs 157 ms (median).
         known = common.static_value(choice)
         if known is not None:  # a fixed arch: run the chosen op, no conds
             if int(known) not in self.choice_ids:
