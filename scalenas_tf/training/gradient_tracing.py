@@ -265,9 +265,8 @@ def _capture_in_form(capture_helper):
 
     def capture(graph, tensor, name):
         forward = getattr(graph._forward_graph, "_forward_cond", None)
-        if forward is None:
-            return capture_helper(graph, tensor, name)
-        with _optionals(forward.type in _CASE_TYPES):
+        optionals = context.optionals_in_gradients_enabled() if forward is None else forward.type in _CASE_TYPES
+        with _optionals(optionals):
             return capture_helper(graph, tensor, name)
 
     return capture
