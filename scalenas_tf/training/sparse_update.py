@@ -9,16 +9,17 @@ No optimizer API skips variables per step by a tensor predicate, so this module 
 
 - Fast path, for Keras's own optimizers (SGD, Adam, AdamW, RMSprop, ...) without gradient
   accumulation, EMA or loss scaling: it replays `Optimizer.apply` for the TF backend (unscale,
-  clip, all-reduce, weight decay, update, iteration count) with one `tf.cond` per gated
+  clip, all-reduce, weight decay, update, iteration count) with one conditional op per gated
   layer around that layer's decay and update, so unused choices are skipped, not computed. It uses
   the optimizer's per-variable hooks (`_clip_gradients`, `_use_weight_decay`,
   `_all_reduce_sum_gradients`), which Keras's own TF code path calls the same way. The update of
   float32 variables by SGD, Adam and AdamW (without amsgrad) is Keras's arithmetic written on the
   variables' resource handles, with the per-step constants built once (`_update_steps`): ungated variables
-  that share a shape are updated stacked (`_update_stacked`), and inside a gated layer's functional cond
-  each variable's update is a call of one traced update (`_traced_update`); any other optimizer's runs
-  through its own `update_step`. With one replica and that arithmetic, the conds stay
-  functional `If` ops (`graph_options.functional_control_flow`), not lowered into the train function's graph.
+  that share a shape are updated stacked (`_update_stacked`), and a gated layer's update is one functional
+  `If` op whose branch is a function traced once for every gated layer of the same layout
+  (`_gated_update`); any other optimizer's runs through its own `update_step` in a `tf.cond`. With one
+  replica and that arithmetic, the conditional ops stay functional `If` ops
+  (`graph_options.functional_control_flow`), not lowered into the train function's graph.
 - Fallback, for any other optimizer (e.g. `LossScaleOptimizer`): snapshot the gated variables and
   their slots, let the optimizer apply its update, then restore the snapshot where the gate is off.
 Under a `tf.distribute` strategy both update per device in cross-replica context.
@@ -30,6 +31,8 @@ import functools
 
 import keras
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util_v2
+from tensorflow.python.ops import gen_functional_ops
 
 from scalenas_tf.training import graph_options
 
@@ -156,15 +159,14 @@ def _apply_fast(optimizer, grads, variables, gated_layers, masks, functional):
         learning_rate = optimizer.learning_rate
         ons = [on for _, on in groups[1:]]
 
-        update_step, traced_step, stacked_step = _update_steps(optimizer, learning_rate)
-        gated_step = traced_step if functional else update_step  # a gated layer's update runs in its cond
-
         def decays(var):
             return optimizer.weight_decay is not None and optimizer._use_weight_decay(var)
 
         @functools.cache
         def decay_factor():  # as `decay_and_step` writes Keras's `var * decay * lr` (see there)
             return tf.cast(optimizer.weight_decay, tf.float32) * tf.cast(learning_rate, tf.float32)
+
+        update_step, gated_update, stacked_step = _update_steps(optimizer, learning_rate, decay_factor)
 
         def update(strategy, grads, ons, float_masks):
             def decay_and_step(var, grad, lr, mask=None, *, step):
@@ -189,7 +191,12 @@ def _apply_fast(optimizer, grads, variables, gated_layers, masks, functional):
             update_group(ungated, update_step)
             for (ids, _), on in zip(groups[1:], ons):
                 on = strategy.experimental_local_results(on)[0]
-                tf.cond(on, lambda ids=ids: update_group(ids, gated_step), lambda: tf.constant(False))
+                if functional and all(_plain_float32(grads[i], tf_vars[i]) for i in ids):
+                    masks = [float_masks[i] for i in ids]
+                    masks = [m if m is None else strategy.experimental_local_results(m)[0] for m in masks]
+                    gated_update(on, [tf_vars[i] for i in ids], [grads[i] for i in ids], masks, decays)
+                else:
+                    tf.cond(on, lambda ids=ids: update_group(ids, update_step), lambda: tf.constant(False))
 
         _merge(update, grads, ons, float_masks)
     optimizer.iterations.assign_add(1)
@@ -232,14 +239,15 @@ def _update_stacked(stacked_step, ids, grads, tf_vars, float_masks, decays, deca
     return sorted(rest)
 
 
-def _update_steps(optimizer, learning_rate):
-    """`(per_variable, traced, stacked)`: the optimizer's `update_step`, traced with less Python and fewer ops.
+def _update_steps(optimizer, learning_rate, decay_factor):
+    """`(per_variable, gated, stacked)`: the optimizer's `update_step`, traced with less Python and fewer ops.
 
-    `per_variable(grad, var, lr[, mask])` updates one variable with the arithmetic written out; `traced` (same
-    arguments) does it with one call of a traced update (`_traced_update`), for the functional conds of gated
-    layers. `stacked(grads, vars)` (None for other optimizers) updates several float32 variables of one shape
-    with one op per step of the arithmetic on their stacked values, then a read per slot and an assign per
-    variable and slot (`_update_stacked`).
+    `per_variable(grad, var, lr[, mask])` updates one variable with the arithmetic written out.
+    `gated(on, vars, grads, masks, decays)` (float32 variables and gradients only) updates a gated layer's
+    variables if the scalar bool `on`, with one functional `If` op (`_gated_update`). `stacked(grads, vars)`
+    (None for other optimizers) updates several float32 variables of one shape with one op per step of the
+    arithmetic on their stacked values, then a read per slot and an assign per variable and slot
+    (`_update_stacked`). `decay_factor()`: the weight decay's `decay * lr`, built on first use.
 
     Keras's `Adam.update_step` recomputes the step count, both beta powers and the step size for every variable
     (~15 scalar graph ops each), and Keras's `Adam` and `SGD` convert each slot variable and Python constant to a
@@ -252,10 +260,10 @@ def _update_steps(optimizer, learning_rate):
     `update_step`.
     """
     if _is_plain_adam(optimizer):
-        return _adam_step(optimizer, learning_rate)
+        return _adam_step(optimizer, learning_rate, decay_factor)
     if type(optimizer) is keras.optimizers.SGD:
-        return _sgd_step(optimizer, learning_rate)
-    return optimizer.update_step, optimizer.update_step, None
+        return _sgd_step(optimizer, learning_rate, decay_factor)
+    return optimizer.update_step, None, None
 
 
 def _plain_float32(gradient, variable):
@@ -312,33 +320,91 @@ def _sgd_update(variable, m, gradient, lr, momentum, nesterov=False):
     tf.raw_ops.AssignAddVariableOp(resource=variable, value=increment)
 
 
+def _gated_update(kind, constants, slots, decay_factor):
+    """`update(on, variables, grads, masks, decays)`: a gated layer's update as one functional `If` op.
+
+    The `If`'s branches are functions of the variables' and slots' resource handles, the gradients, the masks
+    and the per-step constants (`_layout_branches`), traced once per layout: per variable, whether it is
+    decayed and masked. Every gated layer of that layout calls the same two functions, so a layer adds one op
+    and its inputs to the graph, not a `tf.cond` with two branch graphs of its own (which `cond_v2` builds
+    capture by capture, and TF instantiates per layer on the first call that takes it). The branch's
+    arithmetic is `_adam_update` / `_sgd_update` op for op: Keras's bits (tested).
+
+    `configs/scarlet.py:cpu` (SPOS, ~2,500 gated variables in 242 gated layers), each form traced once in one
+    process and then stepped interleaved over 16 subnets, in two runs with the order swapped (2026-12-03, load
+    0.9-1.1): trace 58.1 -> 38.7 s and 40.7 -> 35.7 s, first call 39.3 -> 31.7 s and 35.0 -> 30.4 s, median
+    step 158 -> 132 ms and 138 -> 123 ms, the same loss.
+    """
+
+    def update(on, variables, grads, masks, decays):
+        flags = tuple((bool(decays(v)), m is not None) for v, m in zip(variables, masks))
+        then_branch, else_branch = _layout_branches(kind, flags)
+        inputs = []
+        for variable, grad, mask in zip(variables, grads, masks):
+            inputs += [variable.handle, *slots(variable), grad] + ([] if mask is None else [mask])
+        inputs += list(constants) + ([decay_factor()] if any(d for d, _ in flags) else [])
+        graph = tf.compat.v1.get_default_graph()
+        then_branch.add_to_graph(graph)
+        else_branch.add_to_graph(graph)
+        (done,) = gen_functional_ops._if(on, inputs, [tf.bool], then_branch.name, else_branch.name, output_shapes=[[]])
+        control_flow_util_v2.maybe_set_lowering_attr(done.op)  # functional inside `functional_control_flow`
+
+    return update
+
+
+_NUM_SLOTS = {"adam": 2, "sgd_momentum": 1, "sgd_nesterov": 1, "sgd_plain": 0}
+_NUM_CONSTANTS = {"adam": 4, "sgd_momentum": 2, "sgd_nesterov": 2, "sgd_plain": 1}
 _HANDLE = tf.TensorSpec([], tf.resource)
 _TENSOR = tf.TensorSpec(None, tf.float32)
 _SCALAR = tf.TensorSpec([], tf.float32)
 
 
 @functools.cache
-def _traced_update(kind, masked=False):
-    """`_adam_update` or `_sgd_update` traced once for any shape: each variable's update is one call op.
+def _layout_branches(kind, flags):
+    """The `(then, else)` concrete functions of `_gated_update` for `kind` and `flags` (per variable:
+    `(decayed, masked)`), traced once for any shapes. Inputs, per variable: its handle, its slots' handles,
+    its gradient and its mask if masked; then the kind's constants and, if any variable is decayed, the
+    weight decay's factor."""
+    num_slots, num_constants = _NUM_SLOTS[kind], _NUM_CONSTANTS[kind]
+    decayed = any(d for d, _ in flags)
+    if kind != "adam" and any(m for _, m in flags):
+        raise ValueError(f"masked updates are written for Adam only, not for {kind!r}")
+    specs = []
+    for _, masked in flags:
+        specs += [_HANDLE] * (1 + num_slots) + [_TENSOR] * (2 if masked else 1)
+    specs += [_SCALAR] * (num_constants + decayed)
 
-    Used inside the functional `If`s of gated layers' updates, where a variable's update is then 5 graph ops
-    instead of 21 built in Python (SCARLET cpu updates ~2,500 variables there; its train graph went from 141.8k
-    to 101.5k ops, and its step, interleaved over 8 subnets, from 1,275 to 1,158 ms). In a lowered graph (no
-    conds, or conds lowered across replicas) the update is stacked by shape or written out: calls there saved
-    ~2 s of trace per 600 variables for ~1 s more on the first run in a micro-benchmark, but the full ScaleNAS
-    space (its dense in-place-teacher update) traced in 62.2 s and first-called in 80.5 s with them, 58.8 and
-    66.8 s written out (the later run, on a slower machine). TF inlines the calls into the graph it runs: the
-    bits are those of the same ops written out (tested).
-    """
-    if kind == "adam":
-        fn, specs = _adam_update, [_HANDLE] * 3 + [_TENSOR] + [_SCALAR] * 4 + ([_TENSOR] if masked else [])
-    else:
-        nesterov = kind == "sgd_nesterov"
-        fn, specs = (lambda *args: _sgd_update(*args, nesterov)), [_HANDLE] * 2 + [_TENSOR] + [_SCALAR] * 2
-    return tf.function(fn, input_signature=specs, autograph=False).get_concrete_function()
+    def then(*inputs):
+        constants = inputs[len(inputs) - num_constants - decayed :]
+        decay_factor = constants[-1] if decayed else None
+        constants = constants[:num_constants]
+        k = 0
+        for decay, masked in flags:
+            handle, slots, grad = inputs[k], inputs[k + 1 : k + 1 + num_slots], inputs[k + 1 + num_slots]
+            mask = inputs[k + 2 + num_slots] if masked else None
+            k += 2 + num_slots + masked
+            if decay:  # as `decay_and_step` in `_apply_fast`
+                decrement = tf.raw_ops.Mul(x=_read(handle), y=decay_factor)
+                tf.raw_ops.AssignSubVariableOp(
+                    resource=handle, value=decrement if mask is None else tf.raw_ops.Mul(x=mask, y=decrement)
+                )
+            if kind == "adam":
+                _adam_update(handle, *slots, grad, *constants, mask)
+            elif kind == "sgd_plain":
+                tf.raw_ops.AssignSubVariableOp(resource=handle, value=tf.raw_ops.Mul(x=grad, y=constants[0]))
+            else:
+                _sgd_update(handle, *slots, grad, *constants, nesterov=kind == "sgd_nesterov")
+        return tf.constant(True)
+
+    def otherwise(*inputs):
+        return tf.constant(False)
+
+    return tuple(
+        tf.function(fn, input_signature=specs, autograph=False).get_concrete_function() for fn in (then, otherwise)
+    )
 
 
-def _adam_step(optimizer, learning_rate):
+def _adam_step(optimizer, learning_rate, decay_factor):
     ops = keras.ops
     lr = ops.cast(learning_rate, "float32")
     local_step = ops.cast(optimizer.iterations + 1, "float32")
@@ -357,15 +423,10 @@ def _adam_step(optimizer, learning_rate):
         index = optimizer._get_variable_index(variable)
         return _tf_variable(optimizer._momentums[index]).handle, _tf_variable(optimizer._velocities[index]).handle
 
-    def adam_step(traced):
-        def step(gradient, variable, learning_rate, mask=None):
-            if not _plain_float32(gradient, variable):
-                return optimizer.update_step(gradient, variable, learning_rate)
-            m, v = moments(variable)
-            args = (variable.handle, m, v, gradient, *constants) + (() if mask is None else (mask,))
-            (_traced_update("adam", mask is not None) if traced else _adam_update)(*args)
-
-        return step
+    def step(gradient, variable, learning_rate, mask=None):
+        if not _plain_float32(gradient, variable):
+            return optimizer.update_step(gradient, variable, learning_rate)
+        _adam_update(variable.handle, *moments(variable), gradient, *constants, mask)
 
     def stacked_step(gradients, variables):
         ms, vs = zip(*[moments(v) for v in variables])
@@ -374,31 +435,23 @@ def _adam_step(optimizer, learning_rate):
         _assign_each(tf.raw_ops.AssignAddVariableOp, vs, dv)
         _assign_each(tf.raw_ops.AssignSubVariableOp, [v.handle for v in variables], step)
 
-    return adam_step(False), adam_step(True), stacked_step
+    return step, _gated_update("adam", constants, moments, decay_factor), stacked_step
 
 
-def _sgd_step(optimizer, learning_rate):
+def _sgd_step(optimizer, learning_rate, decay_factor):
     lr = tf.cast(learning_rate, tf.float32)
     momentum = tf.cast(optimizer.momentum, tf.float32)
-    kind = "sgd_nesterov" if optimizer.nesterov else "sgd_momentum"
 
     def momentum_of(variable):
         return _tf_variable(optimizer.momentums[optimizer._get_variable_index(variable)]).handle
 
-    def sgd_step(traced):
-        def step(gradient, variable, learning_rate):
-            if not _plain_float32(gradient, variable):
-                return optimizer.update_step(gradient, variable, learning_rate)
-            if optimizer.momentum == 0:
-                tf.raw_ops.AssignSubVariableOp(resource=variable.handle, value=tf.raw_ops.Mul(x=gradient, y=lr))
-                return
-            m = momentum_of(variable)
-            if traced:
-                _traced_update(kind)(variable.handle, m, gradient, lr, momentum)
-            else:
-                _sgd_update(variable.handle, m, gradient, lr, momentum, optimizer.nesterov)
-
-        return step
+    def step(gradient, variable, learning_rate):
+        if not _plain_float32(gradient, variable):
+            return optimizer.update_step(gradient, variable, learning_rate)
+        if optimizer.momentum == 0:
+            tf.raw_ops.AssignSubVariableOp(resource=variable.handle, value=tf.raw_ops.Mul(x=gradient, y=lr))
+            return
+        _sgd_update(variable.handle, momentum_of(variable), gradient, lr, momentum, optimizer.nesterov)
 
     def stacked_step(gradients, variables):
         handles = [v.handle for v in variables]
@@ -410,7 +463,12 @@ def _sgd_step(optimizer, learning_rate):
         _assign_each(tf.raw_ops.AssignVariableOp, ms, new_m)
         _assign_each(tf.raw_ops.AssignAddVariableOp, handles, increment)
 
-    return sgd_step(False), sgd_step(True), stacked_step
+    if optimizer.momentum == 0:
+        gated = _gated_update("sgd_plain", (lr,), lambda variable: (), decay_factor)
+    else:
+        kind = "sgd_nesterov" if optimizer.nesterov else "sgd_momentum"
+        gated = _gated_update(kind, (lr, momentum), lambda variable: (momentum_of(variable),), decay_factor)
+    return step, gated, stacked_step
 
 
 def _stacked_reads(handles):
