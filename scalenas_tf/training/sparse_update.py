@@ -192,9 +192,9 @@ def _apply_fast(optimizer, grads, variables, gated_layers, masks, functional):
             for (ids, _), on in zip(groups[1:], ons):
                 on = strategy.experimental_local_results(on)[0]
                 if functional and all(_plain_float32(grads[i], tf_vars[i]) for i in ids):
-                    masks = [float_masks[i] for i in ids]
-                    masks = [m if m is None else strategy.experimental_local_results(m)[0] for m in masks]
-                    gated_update(on, [tf_vars[i] for i in ids], [grads[i] for i in ids], masks, decays)
+                    layer_masks = [float_masks[i] for i in ids]
+                    layer_masks = [m if m is None else strategy.experimental_local_results(m)[0] for m in layer_masks]
+                    gated_update(on, [tf_vars[i] for i in ids], [grads[i] for i in ids], layer_masks, decays)
                 else:
                     tf.cond(on, lambda ids=ids: update_group(ids, update_step), lambda: tf.constant(False))
 
@@ -313,6 +313,11 @@ def _adam_update(variable, m, v, gradient, alpha, one_minus_beta_1, one_minus_be
     raw.AssignSubVariableOp(resource=variable, value=step)
 
 
+def _sgd_plain_update(variable, gradient, lr):
+    """Keras's SGD update without momentum of one variable, on its resource handle."""
+    tf.raw_ops.AssignSubVariableOp(resource=variable, value=tf.raw_ops.Mul(x=gradient, y=lr))
+
+
 def _sgd_update(variable, m, gradient, lr, momentum, nesterov=False):
     """Keras's SGD update with momentum of one variable, on resource handles (`_sgd_arithmetic`)."""
     new_m, increment = _sgd_arithmetic(gradient, _read(m), lr, momentum, nesterov)
@@ -391,7 +396,7 @@ def _layout_branches(kind, flags):
             if kind == "adam":
                 _adam_update(handle, *slots, grad, *constants, mask)
             elif kind == "sgd_plain":
-                tf.raw_ops.AssignSubVariableOp(resource=handle, value=tf.raw_ops.Mul(x=grad, y=constants[0]))
+                _sgd_plain_update(handle, grad, *constants)
             else:
                 _sgd_update(handle, *slots, grad, *constants, nesterov=kind == "sgd_nesterov")
         return tf.constant(True)
@@ -449,8 +454,7 @@ def _sgd_step(optimizer, learning_rate, decay_factor):
         if not _plain_float32(gradient, variable):
             return optimizer.update_step(gradient, variable, learning_rate)
         if optimizer.momentum == 0:
-            tf.raw_ops.AssignSubVariableOp(resource=variable.handle, value=tf.raw_ops.Mul(x=gradient, y=lr))
-            return
+            return _sgd_plain_update(variable.handle, gradient, lr)
         _sgd_update(variable.handle, momentum_of(variable), gradient, lr, momentum, optimizer.nesterov)
 
     def stacked_step(gradients, variables):
