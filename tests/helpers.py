@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 
 def _batch_norms(model):
@@ -33,3 +34,37 @@ def randomize_batch_norm(model, seed=0, images=None):
         model(images, training=True)
         for layer, momentum in zip(norms, momenta):
             layer.momentum = momentum
+
+
+def assert_group_call_is_the_chosen_ops_call(make_ops, x, **call_kwargs):
+    """For every index, a group call `ops[0](x, group=ops, index=i, training=True)` on fresh ops from
+    `make_ops()` equals calling op i alone (fresh ops of the same seed) bit for bit: the output, every
+    gradient (zeros for the ops not chosen), and the BN statistics (op i's moved as its own call moves
+    them, the others' unchanged). `call_kwargs`: the ops' other call arguments (widths)."""
+
+    @tf.function(autograph=False)
+    def run(ops, index):
+        with tf.GradientTape() as tape:
+            group = {} if index is None else {"group": ops, "index": index}
+            y = ops[0](x, training=True, **call_kwargs, **group)
+            loss = tf.reduce_sum(y * tf.sin(y))
+        variables = [v for op in ops for v in op.trainable_variables]
+        return y, tape.gradient(loss, variables, unconnected_gradients="zero")
+
+    for index in range(len(make_ops())):
+        grouped, alone, initial = make_ops(), make_ops(), make_ops()
+        got, got_grads = run(grouped, tf.constant(index))
+        want, want_grads = run([alone[index]], None)
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+        per_op = len(alone[index].trainable_variables)
+        for j, op in enumerate(grouped):
+            for g, w, v in zip(got_grads[j * per_op : (j + 1) * per_op], want_grads, op.trainable_variables):
+                np.testing.assert_array_equal(g.numpy(), w.numpy() if j == index else 0.0, err_msg=v.path)
+            expected = alone[index] if j == index else initial[j]
+            for mine, theirs in zip(op.non_trainable_variables, expected.non_trainable_variables):
+                np.testing.assert_array_equal(np.array(mine), np.array(theirs), err_msg=mine.path)
+        moved = [
+            np.any(np.array(a) != np.array(b))
+            for a, b in zip(alone[index].non_trainable_variables, initial[index].non_trainable_variables)
+        ]
+        assert all(moved), "the chosen op's BN statistics did not move"

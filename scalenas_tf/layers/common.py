@@ -90,6 +90,34 @@ def gate(on, run, skip):
     return tf.cond(on, run, skip)
 
 
+def chosen(variables, index):
+    """`variables[index]` as a tensor (`index` a scalar int tensor): the variable itself when there is one,
+    else a gather from the stack of their values. The gradient reaches only the chosen one (zeros elsewhere)."""
+    if len(variables) == 1:
+        return variables[0]
+    return tf.gather(tf.stack([tf.convert_to_tensor(v) for v in variables]), index)
+
+
+def call_chosen(layers, index, *args, **kwargs):
+    """`layers[index](*args, **kwargs)` for built layers of one config, as one computation: the first layer's
+    `call` run statelessly on the chosen layer's weights (gathered). The chosen layer's non-trainable state (BN
+    moving statistics) moves as its own call would move it; every other layer's is written back its own value.
+    Choice ops that differ only in kernel size run this way for all but the depthwise conv, so a slot's
+    gradient holds one op's graph instead of one per choice.
+    """
+    if len(layers) == 1:
+        return layers[0](*args, **kwargs)
+    trainable = [chosen(vs, index) for vs in zip(*(layer.trainable_variables for layer in layers))]
+    non_trainable = [chosen(vs, index) for vs in zip(*(layer.non_trainable_variables for layer in layers))]
+    outputs, updated = layers[0].stateless_call(trainable, non_trainable, *args, **kwargs)
+    for k, (new, old) in enumerate(zip(updated, non_trainable)):
+        if new is not old:  # written by the call
+            for j, layer in enumerate(layers):
+                variable = layer.non_trainable_variables[k]
+                variable.assign(tf.where(tf.equal(index, j), new, variable))
+    return outputs
+
+
 def batch_norm(name=None, bn_momentum=BN_MOMENTUM):
     """A `SupernetBatchNorm` with PyTorch's epsilon; `bn_momentum` in Keras's convention (PyTorch's 0.1 is 0.9)."""
     is_number = isinstance(bn_momentum, (int, float, np.integer, np.floating)) and not isinstance(bn_momentum, bool)

@@ -202,20 +202,44 @@ class ElasticMBConv(keras.layers.Layer):
         )
         self.project_bn.build()
 
-    def call(self, inputs, out_channels, hidden, squeeze, training=None):
+    def call(self, inputs, out_channels, hidden, squeeze, training=None, group=None, index=None):
+        """The op at the given widths; with `group` (ops of one slot that differ from this one only in
+        kernel size, this one first) and `index` (scalar int tensor), the chosen op of `group`: its
+        weights gathered into one computation, the depthwise conv a `tf.switch_case` over the kernel
+        sizes. Same arithmetic as calling the chosen op; the others' weights and BN statistics stay."""
+        ops = (self,) if group is None else tuple(group)
         act = ACTIVATIONS[self.activation]
+
+        def weight(name):
+            return common.chosen([getattr(op, name) for op in ops], index)
+
+        def norm(name, x):
+            return common.call_chosen([getattr(op, name) for op in ops], index, x, training=training)
+
         y = inputs
         if self.expand != 1:
-            y = act(self.expand_bn(conv(y, self.expand_kernel, out_channels=hidden), training=training))
-        y = act(self.dw_bn(conv(y, self.dw_kernel, self.strides, depthwise=True), training=training))
+            y = act(norm("expand_bn", conv(y, weight("expand_kernel"), out_channels=hidden)))
+        if len(ops) == 1:
+            y = conv(y, self.dw_kernel, self.strides, depthwise=True)
+        else:
+            depthwise = [lambda op=op: conv(y, op.dw_kernel, self.strides, depthwise=True) for op in ops]
+            y = tf.switch_case(index, depthwise)
+        y = act(norm("dw_bn", y))
         if self.use_se:
             s = tf.reduce_mean(y, axis=(1, 2), keepdims=True)
-            s = conv(s, self.se_reduce_kernel, out_channels=squeeze) + self.se_reduce_bias[:squeeze]
+            s = conv(s, weight("se_reduce_kernel"), out_channels=squeeze) + weight("se_reduce_bias")[:squeeze]
             s = ACTIVATIONS[self.se_activation](s)
-            s = conv(s, self.se_expand_kernel, out_channels=hidden) + self.se_expand_bias[:hidden]
+            s = conv(s, weight("se_expand_kernel"), out_channels=hidden) + weight("se_expand_bias")[:hidden]
             y = y * GATES[self.se_gate](s)
-        y = self.project_bn(conv(y, self.project_kernel, out_channels=out_channels), training=training)
+        y = norm("project_bn", conv(y, weight("project_kernel"), out_channels=out_channels))
         return y + inputs if self.residual else y
+
+    def shares_compute_with(self, other):
+        """True when `other` differs from this op only in kernel size (same capacities, expand, SE,
+        strides, residual and activations): the two can run as one `group` call."""
+        keys = ("in_channels", "out_channels", "hidden", "squeeze", "expand", "use_se", "strides", "residual")
+        keys += ("activation", "se_activation", "se_gate")
+        return all(getattr(self, k) == getattr(other, k) for k in keys)
 
     def masks(self, in_width, out_width, hidden, squeeze, on=True):
         """`(variable, mask)` for every weight, true where a call with these widths reads it (and `on`)."""

@@ -8,7 +8,9 @@ width any strategy gives it. A subnet (the arch vector of `ScaleNetSpace.to_vect
 - width: every layer on its leading ceil(c w) channels (tables indexed by the width index);
 - depth: stage i's slots k < ceil(n_i d) (a `tf.cond` per slot beyond the stage's minimum), slot k
   running the op of base block min(k, n_i - 1), so added blocks copy the stage's last base block;
-- op: one `tf.switch_case` per slot over the stage's choices.
+- op: per slot, one computation for the choices that differ only in kernel size (the chosen one's
+  weights gathered, the depthwise conv a `tf.switch_case` over kernel sizes); a `tf.switch_case` over
+  such groups where a stage's choices differ in more (the `paper` space's expand ratios and SE).
 
 One trace serves every arch; an arch known while tracing (e.g. the in-place teacher's largest)
 branches in Python and has static widths.
@@ -100,6 +102,20 @@ def _take(table, index):
     return tf.gather(tf.constant(table), index)
 
 
+def _groups(ops, widths):
+    """Indices of `ops` grouped by `ElasticMBConv.shares_compute_with` and equal width tables, in order."""
+    groups = []
+    for c, op in enumerate(ops):
+        for members in groups:
+            first = members[0]
+            if ops[first].shares_compute_with(op) and np.array_equal(widths[first], widths[c]):
+                members.append(c)
+                break
+        else:
+            groups.append([c])
+    return tuple(tuple(members) for members in groups)
+
+
 @keras.saving.register_keras_serializable(package="scalenas")
 class ScaleNetSupernet(Supernet):
     """Weight-sharing super-supernet over a `ScaleNetSpace` (classification).
@@ -168,6 +184,12 @@ class ScaleNetSupernet(Supernet):
                     )
                 stage_ops.append(slot_ops)
             self.ops.append(stage_ops)
+        # groups[i][k]: the choices of slot k of stage i that run as one computation (`ElasticMBConv` group
+        # calls: ops that differ only in kernel size, at equal width tables).
+        self.groups = [
+            [_groups(slot_ops, t.widths[i][k]) for k, slot_ops in enumerate(stage_ops)]
+            for i, stage_ops in enumerate(self.ops)
+        ]
         last = max(int(t.widths[-1][0][c][:, 1].max()) for c in range(len(space.stage_choices(NUM_STAGES - 1))))
         self.head_conv = ElasticConv(last, space.head_channels, 1, name="head_conv")
         self.head_bn = ElasticBatchNorm(space.head_channels, name="head_bn")
@@ -288,22 +310,40 @@ class ScaleNetSupernet(Supernet):
             for k, (on, local, widths) in enumerate(stage):
                 ops = self.ops[i][k]
 
-                def run(x=x, ops=ops, local=local, widths=widths):
-                    branches = [
-                        lambda op=op, w=w: op(x, w[1], w[2], w[3], training=training) for op, w in zip(ops, widths)
-                    ]
+                def run(x=x, ops=ops, local=local, widths=widths, groups=self.groups[i][k]):
                     if isinstance(local, (int, np.integer)):
-                        return branches[int(local)]()
-                    if len(branches) == 1:
-                        return branches[0]()
-                    # A chain of two-way conds instead (as SCARLET's 13 choices) measured no better for 3 choices
-                    # (back to back on 2026-12-03, official depth, `:cpu`: first step 150.9 vs 147.2 s, 158.2k vs
-                    # 159.6k ops in all, peak RSS 4.77 vs 4.68 GB).
-                    return tf.switch_case(local, branches)
+                        w = widths[int(local)]
+                        return ops[int(local)](x, w[1], w[2], w[3], training=training)
+                    return self._run_groups(x, ops, groups, local, widths, training)
 
                 x = run() if on is None else common.gate(on, run, lambda x=x: x)
         x = act(self.head_bn(self.head_conv(x), training=training))
         return self.classifier(tf.reduce_mean(x, axis=(1, 2)))
+
+    def _run_groups(self, x, ops, groups, local, widths, training):
+        """The chosen op of a slot (`local`: a scalar int tensor): one computation per group of ops that
+        differ only in kernel size (the chosen op's weights gathered), a `tf.switch_case` over groups."""
+        position = np.zeros(len(ops), np.int32)
+        group_of = np.zeros(len(ops), np.int32)
+        for g, members in enumerate(groups):
+            position[list(members)] = np.arange(len(members))
+            group_of[list(members)] = g
+
+        def run_group(members):
+            w = widths[members[0]]
+            if len(members) == 1:
+                return ops[members[0]](x, w[1], w[2], w[3], training=training)
+            index = tf.gather(tf.constant(position), local)
+            group = [ops[c] for c in members]
+            return group[0](x, w[1], w[2], w[3], training=training, group=group, index=index)
+
+        if len(groups) == 1:
+            return run_group(groups[0])
+        # Before ops were grouped, a chain of two-way conds (as SCARLET's 13 choices) measured no better than
+        # one switch_case over the 3 choices (back to back on 2026-12-03, official depth, `:cpu`: first step
+        # 150.9 vs 147.2 s, 158.2k vs 159.6k ops in all, peak RSS 4.77 vs 4.68 GB).
+        branches = [lambda members=members: run_group(members) for members in groups]
+        return tf.switch_case(tf.gather(tf.constant(group_of), local), branches)
 
     # === What an arch touches ===
 

@@ -1,4 +1,5 @@
-"""A searchable mobile layer: one op per choice, the chosen one run in graph by a chain of two-way `tf.cond`s."""
+"""A searchable mobile layer: one op per choice, the chosen one run in graph by a chain of two-way `tf.cond`s, one
+per group of ops that differ only in kernel size."""
 
 import keras
 import tensorflow as tf
@@ -61,6 +62,17 @@ class ChoiceLayer(keras.layers.Layer):
                     raise ValueError(f"{self.name}: a plain skip cannot change width or stride")
                 op = None
             self.ops.append(op)
+        # groups: indices of `ops` run as one computation (blocks that differ only in kernel size, see
+        # `MobileBlock.call`); the identity alone. One two-way cond per group.
+        self.groups = []
+        for c, op in enumerate(self.ops):
+            for members in self.groups:
+                first = self.ops[members[0]]
+                if isinstance(op, MobileBlock) and isinstance(first, MobileBlock) and first.shares_compute_with(op):
+                    members.append(c)
+                    break
+            else:
+                self.groups.append([c])
 
     def build(self, input_shape=None):
         for op in self.ops:
@@ -78,8 +90,9 @@ class ChoiceLayer(keras.layers.Layer):
         return tf.gather(table, tf.cast(choice, tf.int32))
 
     def call(self, inputs, choice, training=None):
-        # A chain of two-way conds, one per op: exactly one is on and the others pass the previous
-        # value through, the same per-op gating as the ScaleNAS layers. A 13-way `tf.switch_case`
+        # A chain of two-way conds, one per group of ops that differ only in kernel size (one computation on
+        # the chosen op's weights): exactly one is on and the others pass the previous value through, the
+        # same gating as the ScaleNAS layers. A 13-way `tf.switch_case` over the ops
         # compiles worse: each branch of a `Case`'s gradient returns a gradient for every input of the
         # `Case` (all 13 ops' weights), zeros for the other branches'. Measured back to back on
         # 2026-12-03, `bin/benchmark.py --what=compile --config=configs/scarlet.py:cpu`: first step
@@ -95,10 +108,20 @@ class ChoiceLayer(keras.layers.Layer):
         shape = tf.shape(inputs)
         s = self.strides
         y = tf.zeros(tf.stack([shape[0], (shape[1] + s - 1) // s, (shape[2] + s - 1) // s, self.filters]), inputs.dtype)
-        for op, i in zip(self.ops, self.choice_ids):
-            run = (lambda op=op: op(inputs, training=training)) if op is not None else (lambda: tf.identity(inputs))
-            y = tf.cond(tf.equal(choice, i), run, lambda y=y: y)
+        position = tf.gather(self._table([p for members in self.groups for p in range(len(members))]), choice)
+        group_of = tf.gather(self._table([g for g, members in enumerate(self.groups) for _ in members]), choice)
+        for g, members in enumerate(self.groups):
+            ops = [self.ops[c] for c in members]
+            y = tf.cond(tf.equal(group_of, g), lambda ops=ops: _run(ops, inputs, position, training), lambda y=y: y)
         return y
+
+    def _table(self, values_in_group_order):
+        """Int table from choice id to `values_in_group_order[k]`, k the choice's place in `groups` order."""
+        order = [c for members in self.groups for c in members]
+        table = [-1] * (max(self.choice_ids) + 1)
+        for c, value in zip(order, values_in_group_order):
+            table[self.choice_ids[c]] = value
+        return tf.constant(table, tf.int32)
 
     def gated_layers(self, choice):
         """`(op, on)` for every op with weights; `on` is true when `choice` selects it."""
@@ -119,6 +142,15 @@ class ChoiceLayer(keras.layers.Layer):
             }
         )
         return config
+
+
+def _run(ops, inputs, position, training):
+    """The chosen op of a group (`position` within it); None is the plain skip."""
+    if ops[0] is None:
+        return tf.identity(inputs)
+    if len(ops) == 1:
+        return ops[0](inputs, training=training)
+    return ops[0](inputs, training=training, group=ops, index=position)
 
 
 def slug(name):

@@ -1,6 +1,7 @@
 """Mobile building blocks of the SCARLET space: the inverted-residual choice block and the ELS."""
 
 import keras
+import tensorflow as tf
 
 from scalenas_tf.families.scarlet.stabilizer import fold_into_projection
 from scalenas_tf.layers import common
@@ -80,15 +81,33 @@ class MobileBlock(keras.layers.Layer):
     def _act(self, x):
         return keras.ops.hard_silu(x) if self.activation == "hswish" else keras.ops.relu6(x)
 
-    def call(self, inputs, training=None):
-        y = self._act(self.expand_bn(self.expand_conv(inputs), training=training))
-        y = self._act(self.dw_bn(common.call_padded(self.dw_conv, y), training=training))
+    def call(self, inputs, training=None, group=None, index=None):
+        """The block; with `group` (blocks of one layer that differ from this one only in kernel size, this
+        one first) and `index` (scalar int tensor), the chosen block of `group` as one computation: its
+        weights gathered (`common.call_chosen`), the depthwise conv a `tf.switch_case` over kernel sizes.
+        Same arithmetic as calling the chosen block; the others' weights and BN statistics stay."""
+        blocks = (self,) if group is None else tuple(group)
+
+        def run(name, x, **kwargs):
+            return common.call_chosen([getattr(b, name) for b in blocks], index, x, **kwargs)
+
+        y = self._act(run("expand_bn", run("expand_conv", inputs), training=training))
+        if len(blocks) == 1:
+            y = common.call_padded(self.dw_conv, y)
+        else:
+            y = tf.switch_case(index, [lambda b=b: common.call_padded(b.dw_conv, y) for b in blocks])
+        y = self._act(run("dw_bn", y, training=training))
         if self.use_se:
             s = keras.ops.mean(y, axis=(1, 2), keepdims=True)
-            s = keras.ops.hard_sigmoid(self.se_expand(keras.ops.relu(self.se_reduce(s))))
+            s = keras.ops.hard_sigmoid(run("se_expand", keras.ops.relu(run("se_reduce", s))))
             y = y * s
-        y = self.project_bn(self.project_conv(y), training=training)
+        y = run("project_bn", run("project_conv", y), training=training)
         return y + inputs if self.residual else y
+
+    def shares_compute_with(self, other):
+        """True when `other` differs from this block only in kernel size: the two can run as one `group`."""
+        keys = ("in_channels", "filters", "expand_ratio", "use_se", "strides", "activation")
+        return all(getattr(self, k) == getattr(other, k) for k in keys)
 
     def extract(self, x, expand_kernel=None, project_fold=None):
         """Applies this block to the KerasTensor `x` with cloned standard layers.

@@ -1,6 +1,8 @@
 """The ScaleNet super-supernet: parity with extraction, one trace for every arch, sparse updates and BN
 recalibration on sliced weights, and the cost counter against the extracted model."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -9,11 +11,13 @@ import tensorflow as tf
 from scalenas_tf.arch import ArchError
 from scalenas_tf.families.scalenet import cost
 from scalenas_tf.families.scalenet import subnet
+from scalenas_tf.families.scalenet.elastic import ElasticMBConv
 from scalenas_tf.families.scalenet.space import ScaleNetArch
 from scalenas_tf.families.scalenet.space import ScaleNetSpace
 from scalenas_tf.families.scalenet.supernet import ScaleNetSupernet
 from scalenas_tf.training import sparse_update
 from scalenas_tf.training.bn_calibration import BatchNormCalibrator
+from tests.helpers import assert_group_call_is_the_chosen_ops_call
 from tests.helpers import randomize_batch_norm
 
 # Two blocks at most in stages 2-3 (depth slots 2 * 1.5 = 3), three scaling stages.
@@ -68,6 +72,52 @@ def test_structure_follows_the_space(net):
     op = net.ops[2][1][0]
     assert (op.in_channels, op.out_channels, op.hidden, op.squeeze) == (24, 24, 144, 36)
     assert op.residual and not net.ops[2][0][0].residual
+
+
+def _kernel_group(strides, seed):
+    keras.utils.set_random_seed(seed)
+    ops = [
+        ElasticMBConv(8, 8, 24, 6, kernel_size=k, expand=3, use_se=True, strides=strides, residual=strides == 1)
+        for k in (3, 5, 7)
+    ]
+    for k, op in enumerate(ops):
+        op.build()
+        randomize_batch_norm(op, seed=seed + k)
+    return ops
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+def test_a_slots_kernel_choices_run_as_one_computation_with_the_chosen_ops_arithmetic(strides):
+    """A group call (one computation, the chosen op's weights gathered, the depthwise conv switched by
+    kernel size) equals calling the chosen op alone bit for bit: output, every gradient, and the BN
+    statistics (the chosen op's moved, the others' untouched), at widths below the capacities."""
+    x = tf.constant(_images(9, seed=2, batch=3)[..., :1].repeat(6, axis=-1) * np.arange(1, 7, dtype="float32"))
+    # Widths below the capacities 8, 24, 6.
+    assert_group_call_is_the_chosen_ops_call(
+        lambda: _kernel_group(strides, seed=7), x, out_channels=6, hidden=18, squeeze=4
+    )
+
+
+def test_paper_choices_run_grouped_by_expand_and_se_with_one_trace():
+    """The `paper` choices (K3/5/7 x E3/6 x SE or not) form 4 groups per slot (a switch over groups, each one
+    computation over its kernels): the traced supernet agrees with the arch known while tracing."""
+    space = dataclasses.replace(SPACE, choices="paper")
+    keras.utils.set_random_seed(11)
+    net = ScaleNetSupernet(space, num_classes=NUM_CLASSES)
+    net.build()
+    assert net.groups[2][1] == ((0, 1, 2), (3, 4, 5), (6, 7, 8), (9, 10, 11))
+    assert net.groups[0][0] == ((0, 1, 2), (3, 4, 5))  # stage 1: E1, SE or not
+    fn = tf.function(
+        lambda x, v: net(x, arch=v, training=False),
+        input_signature=[tf.TensorSpec((None, None, None, 3)), tf.TensorSpec((space.vector_size,), tf.int32)],
+    )
+    rng = np.random.default_rng(12)
+    for i in range(4):
+        arch = space.sample(rng)
+        x = _images(arch.resolution, seed=i)
+        want = net(x, arch=arch, training=False).numpy()
+        assert_parity(fn(x, tf.constant(space.to_vector(arch))).numpy(), want, space.describe(arch), tolerance=5e-5)
+    assert fn.experimental_get_tracing_count() == 1
 
 
 def test_parity_of_the_traced_supernet_static_arch_and_extraction(net):

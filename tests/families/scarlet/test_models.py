@@ -27,6 +27,8 @@ import tensorflow as tf
 
 from scalenas_tf.arch import ArchError
 from scalenas_tf.families.scarlet import cost as scarlet_cost
+from scalenas_tf.families.scarlet.choice_layer import ChoiceLayer
+from scalenas_tf.families.scarlet.mobile_block import MobileBlock
 from scalenas_tf.families.scarlet.space import IDENTITY
 from scalenas_tf.families.scarlet.space import ScarletArch
 from scalenas_tf.families.scarlet.space import ScarletSpace
@@ -34,6 +36,7 @@ from scalenas_tf.families.scarlet.space import fold_plan
 from scalenas_tf.families.scarlet.stabilizer import Stabilizer
 from scalenas_tf.families.scarlet.subnet import extract_scarlet_subnet
 from scalenas_tf.families.scarlet.supernet import ScarletSupernet
+from tests.helpers import assert_group_call_is_the_chosen_ops_call
 from tests.helpers import randomize_batch_norm
 
 NUM_CLASSES = 10
@@ -396,6 +399,34 @@ def test_one_traced_supernet_matches_each_extracted_model():
         want = forward(x, tf.constant(net.space.to_vector(arch))).numpy()
         np.testing.assert_allclose(model(x).numpy(), want, atol=1e-4, rtol=0)
     assert forward.experimental_get_tracing_count() == 1
+
+
+def _kernel_group(strides, seed):
+    keras.utils.set_random_seed(seed)
+    blocks = [MobileBlock(8, 8, k, 3, True, strides, name=f"b{k}") for k in (3, 5, 7)]
+    for k, block in enumerate(blocks):
+        block.build()
+        randomize_batch_norm(block, seed=seed + k)
+    return blocks
+
+
+@pytest.mark.parametrize("strides", [1, 2])
+def test_a_layers_kernel_choices_run_as_one_computation_with_the_chosen_blocks_arithmetic(strides):
+    """A group call (one computation on the chosen block's gathered weights, the depthwise conv switched by
+    kernel size) equals calling the chosen block alone bit for bit: output, every gradient, and the BN
+    statistics (the chosen block's moved, the others' untouched)."""
+    x = tf.constant(images((9, 9), seed=5)[..., :1].repeat(8, axis=-1) * np.arange(1, 9, dtype="float32"))
+    assert_group_call_is_the_chosen_ops_call(lambda: _kernel_group(strides, seed=7), x)
+
+
+def test_a_layers_choices_are_grouped_by_expand_ratio_and_se():
+    space = ScarletSpace()
+    layer = ChoiceLayer(16, 16, 1, space.choice_names, range(len(space.choice_names)), name="layer")
+    names = [[layer.choices[c] for c in members] for members in layer.groups]
+    assert len(layer.choices) == 13 and len(names) == 5
+    assert sorted(len(n) for n in names) == [1, 3, 3, 3, 3]
+    for members in names:
+        assert len({n.replace("K3", "K").replace("K5", "K").replace("K7", "K") for n in members}) == 1, members
 
 
 def test_extraction_copies_weights_instead_of_sharing():
