@@ -36,11 +36,19 @@ def randomize_batch_norm(model, seed=0, images=None):
             layer.momentum = momentum
 
 
-def assert_group_call_is_the_chosen_ops_call(make_ops, x, **call_kwargs):
-    """For every index, a group call `ops[0](x, group=ops, index=i, training=True)` on fresh ops from
-    `make_ops()` equals calling op i alone (fresh ops of the same seed) bit for bit: the output, every
-    gradient (zeros for the ops not chosen), and the BN statistics (op i's moved as its own call moves
-    them, the others' unchanged). `call_kwargs`: the ops' other call arguments (widths)."""
+def assert_group_call_is_the_chosen_ops_call(new_ops, x, **call_kwargs):
+    """For every index, a group call `ops[0](x, group=ops, index=i, training=True)` equals calling op i alone bit
+    for bit: the output, every gradient (zeros for the ops not chosen), and the BN statistics (op i's moved as
+    its own call moves them, the others' unchanged). `new_ops()` returns unbuilt ops; each use gets a fresh,
+    identical set (same seed, distinct random BN statistics per op). `call_kwargs`: other call arguments."""
+
+    def make_ops():
+        keras.utils.set_random_seed(7)
+        ops = new_ops()
+        for k, op in enumerate(ops):
+            op.build()
+            randomize_batch_norm(op, seed=7 + k)
+        return ops
 
     @tf.function(autograph=False)
     def run(ops, index):

@@ -98,6 +98,19 @@ def chosen(variables, index):
     return tf.gather(tf.stack([tf.convert_to_tensor(v) for v in variables]), index)
 
 
+def group_indices(count, same):
+    """Indices `0..count-1` grouped in order: `i` joins the first group whose first index `f` has `same(f, i)`."""
+    groups = []
+    for i in range(count):
+        for members in groups:
+            if same(members[0], i):
+                members.append(i)
+                break
+        else:
+            groups.append([i])
+    return tuple(tuple(members) for members in groups)
+
+
 def call_chosen(layers, index, *args, **kwargs):
     """`layers[index](*args, **kwargs)` for built layers of one config, as one computation: the first layer's
     `call` run statelessly on the chosen layer's weights (gathered). The chosen layer's non-trainable state (BN

@@ -102,20 +102,6 @@ def _take(table, index):
     return tf.gather(tf.constant(table), index)
 
 
-def _groups(ops, widths):
-    """Indices of `ops` grouped by `ElasticMBConv.shares_compute_with` and equal width tables, in order."""
-    groups = []
-    for c, op in enumerate(ops):
-        for members in groups:
-            first = members[0]
-            if ops[first].shares_compute_with(op) and np.array_equal(widths[first], widths[c]):
-                members.append(c)
-                break
-        else:
-            groups.append([c])
-    return tuple(tuple(members) for members in groups)
-
-
 @keras.saving.register_keras_serializable(package="scalenas")
 class ScaleNetSupernet(Supernet):
     """Weight-sharing super-supernet over a `ScaleNetSpace` (classification).
@@ -187,7 +173,15 @@ class ScaleNetSupernet(Supernet):
         # groups[i][k]: the choices of slot k of stage i that run as one computation (`ElasticMBConv` group
         # calls: ops that differ only in kernel size, at equal width tables).
         self.groups = [
-            [_groups(slot_ops, t.widths[i][k]) for k, slot_ops in enumerate(stage_ops)]
+            [
+                common.group_indices(
+                    len(ops),
+                    lambda a, b, ops=ops, w=t.widths[i][k]: (
+                        ops[a].shares_compute_with(ops[b]) and np.array_equal(w[a], w[b])
+                    ),
+                )
+                for k, ops in enumerate(stage_ops)
+            ]
             for i, stage_ops in enumerate(self.ops)
         ]
         last = max(int(t.widths[-1][0][c][:, 1].max()) for c in range(len(space.stage_choices(NUM_STAGES - 1))))

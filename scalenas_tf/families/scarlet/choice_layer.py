@@ -64,15 +64,11 @@ class ChoiceLayer(keras.layers.Layer):
             self.ops.append(op)
         # groups: indices of `ops` run as one computation (blocks that differ only in kernel size, see
         # `MobileBlock.call`); the identity alone. One two-way cond per group.
-        self.groups = []
-        for c, op in enumerate(self.ops):
-            for members in self.groups:
-                first = self.ops[members[0]]
-                if isinstance(op, MobileBlock) and isinstance(first, MobileBlock) and first.shares_compute_with(op):
-                    members.append(c)
-                    break
-            else:
-                self.groups.append([c])
+        blocks = [op if isinstance(op, MobileBlock) else None for op in self.ops]
+        self.groups = common.group_indices(
+            len(self.ops),
+            lambda a, b: blocks[a] is not None and blocks[b] is not None and blocks[a].shares_compute_with(blocks[b]),
+        )
 
     def build(self, input_shape=None):
         for op in self.ops:

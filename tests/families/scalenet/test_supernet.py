@@ -74,18 +74,6 @@ def test_structure_follows_the_space(net):
     assert op.residual and not net.ops[2][0][0].residual
 
 
-def _kernel_group(strides, seed):
-    keras.utils.set_random_seed(seed)
-    ops = [
-        ElasticMBConv(8, 8, 24, 6, kernel_size=k, expand=3, use_se=True, strides=strides, residual=strides == 1)
-        for k in (3, 5, 7)
-    ]
-    for k, op in enumerate(ops):
-        op.build()
-        randomize_batch_norm(op, seed=seed + k)
-    return ops
-
-
 @pytest.mark.parametrize("strides", [1, 2])
 def test_a_slots_kernel_choices_run_as_one_computation_with_the_chosen_ops_arithmetic(strides):
     """A group call (one computation, the chosen op's weights gathered, the depthwise conv switched by
@@ -93,9 +81,14 @@ def test_a_slots_kernel_choices_run_as_one_computation_with_the_chosen_ops_arith
     statistics (the chosen op's moved, the others' untouched), at widths below the capacities."""
     x = tf.constant(_images(9, seed=2, batch=3)[..., :1].repeat(6, axis=-1) * np.arange(1, 7, dtype="float32"))
     # Widths below the capacities 8, 24, 6.
-    assert_group_call_is_the_chosen_ops_call(
-        lambda: _kernel_group(strides, seed=7), x, out_channels=6, hidden=18, squeeze=4
-    )
+
+    def ops():
+        return [
+            ElasticMBConv(8, 8, 24, 6, kernel_size=k, expand=3, use_se=True, strides=strides, residual=strides == 1)
+            for k in (3, 5, 7)
+        ]
+
+    assert_group_call_is_the_chosen_ops_call(ops, x, out_channels=6, hidden=18, squeeze=4)
 
 
 def test_paper_choices_run_grouped_by_expand_and_se_with_one_trace():
