@@ -102,6 +102,7 @@ class SupernetTrainer(keras.Model):
         if subnet_loop and self.inplace:
             raise ValueError("`subnet_loop=True` does not support teacher='inplace'")
         self.subnet_loop = bool(subnet_loop)
+        object.__setattr__(self, "_gradient_sums", None)  # `compile`, for `_looped_gradients`
         self._largest = tf.constant(space.to_vector(space.largest()))
         self._eval_vector = tf.constant(space.to_vector(self.eval_arch))
 
@@ -135,6 +136,14 @@ class SupernetTrainer(keras.Model):
         if not self.built:
             self.build((None, None, None, 3))
         self.optimizer.build(self.trainable_variables)
+        if self.subnet_loop and not tf.distribute.has_strategy():
+            # `_looped_gradients`'s sums, created here, before the step is traced (a variable created in a trace
+            # makes `tf.function` trace again), and held where Keras does not track them (not in checkpoints).
+            sums = tuple(
+                tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name=f"gradient_sum_{k}")
+                for k, v in enumerate(self.supernet.trainable_variables)
+            )
+            object.__setattr__(self, "_gradient_sums", _Untracked(sums))
 
     @property
     def metrics(self):
@@ -226,27 +235,53 @@ class SupernetTrainer(keras.Model):
 
         The same sum as one tape over all subnets, but the step's graph holds one copy of the
         supernet instead of `num_subnets` (FairNAS's 13 paths would otherwise take 13x the tracing
-        time) and only one path's activations are alive at a time.
+        time) and only one path's activations are alive at a time. Without a strategy the sums are
+        kept in variables (`compile` makes them) that each iteration adds its gradients to, so the loop
+        carries a counter and three scalars (the variables are made by `compile` when no strategy is
+        in scope); under a strategy (a mirrored variable cannot hold a per-replica sum) it carries the
+        sums themselves, one loop variable per trainable variable.
+        Both add the same gradients in the same order: the same bits.
         """
         zero = tf.constant(0.0)
+        accumulators = (
+            None if tf.distribute.has_strategy() or self._gradient_sums is None else self._gradient_sums.values
+        )
 
-        def body(i, total, task_sum, distill_sum, accumulated):
+        def body(i, total, task_sum, distill_sum, *carried):
             with tf.GradientTape() as tape:
                 loss, task, distill = self._add_subnet_loss(
                     images, targets, tf.gather(vectors, i), teacher_out, zero, zero, zero
                 )
                 scaled = self._scaled(loss)
             grads = tape.gradient(scaled, variables)
-            accumulated = [a if g is None else a + tf.cast(g, a.dtype) for a, g in zip(accumulated, grads)]
-            return i + 1, total + loss, task_sum + task, distill_sum + distill, accumulated
+            if accumulators is None:
+                carried = [a if g is None else a + tf.cast(g, a.dtype) for a, g in zip(carried[0], grads)]
+                carried = (carried,)
+            else:
+                for a, g in zip(accumulators, grads):
+                    if g is not None:  # on the handle: `assign_add` would read the sum back too
+                        tf.raw_ops.AssignAddVariableOp(resource=a.handle, value=tf.cast(g, a.dtype))
+            return (i + 1, total + loss, task_sum + task, distill_sum + distill, *carried)
 
-        start = [tf.zeros(v.shape, v.dtype) for v in variables]
-        _, total, task_sum, distill_sum, grads = tf.while_loop(
+        if accumulators is None:
+            start = ([tf.zeros(v.shape, v.dtype) for v in variables],)
+        else:
+            zeros = {}  # one constant per shape
+            for a in accumulators:
+                key = (tuple(a.shape), a.dtype)
+                if key not in zeros:
+                    zeros[key] = tf.zeros(a.shape, a.dtype)
+                tf.raw_ops.AssignVariableOp(resource=a.handle, value=zeros[key])
+            start = ()
+        _, total, task_sum, distill_sum, *carried = tf.while_loop(
             lambda i, *_: i < self.sampler.num_subnets,
             body,
-            (tf.constant(0), zero, zero, zero, start),
+            (tf.constant(0), zero, zero, zero, *start),
             parallel_iterations=1,
         )
+        if accumulators is None:
+            return total, task_sum, distill_sum, carried[0]
+        grads = [tf.raw_ops.ReadVariableOp(resource=a.handle, dtype=a.dtype) for a in accumulators]
         return total, task_sum, distill_sum, grads
 
     def _gated_layers(self, vectors):
@@ -293,6 +328,13 @@ class SupernetTrainer(keras.Model):
     def predict_step(self, data):
         images, _ = _unpack(data)
         return self.supernet(images, arch=self._eval_vector, training=False)
+
+
+class _Untracked:
+    """Holds variables out of sight of Keras's attribute tracking (and so of its weights and checkpoints)."""
+
+    def __init__(self, values):
+        self.values = values
 
 
 def _unpack(data):

@@ -353,6 +353,35 @@ def test_looped_strict_fair_steps_are_bit_identical_with_wrapped_cond_intermedia
     assert any(not np.array_equal(a, b) for a, b in zip(direct.supernet.get_weights(), _INIT[(FAIR, 1)]))
 
 
+def test_looped_step_sums_gradients_in_variables_with_the_carried_sums_bits():
+    """Without a strategy the loop adds each path's gradients to variables made by `compile` (the loop carries
+    only a counter and the losses); the carried sums (the form used under a strategy) give the same weights,
+    optimizer slots and BN statistics, bit for bit, after two Adam steps. The sums are not the trainer's
+    weights, so checkpoints keep their layout."""
+
+    def two_steps(carried):
+        net = new_supernet(FAIR, seed=1)
+        trainer = SupernetTrainer(net, sampler=StrictFairSampler(FAIR, seed=4), subnet_loop=True)
+        trainer.compile(optimizer=keras.optimizers.Adam(0.01))
+        assert trainer._gradient_sums is not None
+        sums = trainer._gradient_sums.values
+        assert len(sums) == len(net.trainable_variables)
+        assert not {id(v) for v in sums} & {id(v) for v in trainer.weights + trainer.variables}
+        if carried:
+            object.__setattr__(trainer, "_gradient_sums", None)
+        with graph_options.graph_optimizations("fast"):
+            trainer.fit(fixed_dataset(), epochs=1, steps_per_epoch=2, verbose=0, shuffle=False)
+        assert trainer.train_step_traces == 1
+        return trainer, sums
+
+    summed, sums = two_steps(carried=False)
+    carried, _ = two_steps(carried=True)
+    for a, b in zip(summed.variables, carried.variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    assert any(not np.array_equal(a, b) for a, b in zip(summed.supernet.get_weights(), _INIT[(FAIR, 1)]))
+    assert any(np.abs(s.numpy()).max() > 0 for s in sums)  # the last step's summed gradients
+
+
 @pytest.mark.slow
 def test_looped_strict_fair_step_equals_one_tape_seven_paths():
     """As above on TINY's 7 paths, the default loop against one tape (the tape traces for ~90 s)."""
