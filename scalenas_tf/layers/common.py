@@ -37,8 +37,8 @@ class SupernetBatchNorm(keras.layers.BatchNormalization):
 
     Keras's training pass builds ~40 graph ops per layer (~95 with its gradient); a supernet holds
     hundreds of BN layers inside `tf.cond` branches, so those ops dominated the trace and graph
-    optimization time of the train step. `FusedBatchNormV3` is one op (one for its gradient) and
-    keeps the moving variance unbiased, as PyTorch's BatchNorm does. Inference goes through
+    optimization time of the train step. `FusedBatchNorm` (`V3` for float16/bfloat16) is one op (one for
+    its gradient) and keeps the moving variance unbiased, as PyTorch's BatchNorm does. Inference goes through
     `keras.layers.BatchNormalization.call`, so an extracted subnet (which holds the standard layer,
     `static_class`) computes exactly what the supernet does.
     """
