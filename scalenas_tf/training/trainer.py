@@ -236,11 +236,10 @@ class SupernetTrainer(keras.Model):
         The same sum as one tape over all subnets, but the step's graph holds one copy of the
         supernet instead of `num_subnets` (FairNAS's 13 paths would otherwise take 13x the tracing
         time) and only one path's activations are alive at a time. Without a strategy the sums are
-        kept in variables (`compile` makes them) that each iteration adds its gradients to, so the loop
-        carries a counter and three scalars (the variables are made by `compile` when no strategy is
-        in scope); under a strategy (a mirrored variable cannot hold a per-replica sum) it carries the
-        sums themselves, one loop variable per trainable variable.
-        Both add the same gradients in the same order: the same bits.
+        kept in variables (made by `compile` when no strategy is in scope) that each iteration adds its
+        gradients to, so the loop carries a counter and three scalars; under a strategy (a mirrored
+        variable cannot hold a per-replica sum) it carries the sums themselves, one loop variable per
+        trainable variable. Both add the same gradients in the same order: the same bits.
         """
         zero = tf.constant(0.0)
         accumulators = (
