@@ -4,6 +4,9 @@ Leaf layers are standard Keras layers with globally unique names; an extracted s
 of them (same name, same config, copied weights), so it loads and serves without scalenas_tf.
 """
 
+import json
+import weakref
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -93,6 +96,83 @@ def gate(on, run, skip):
     if known is not None:
         return run() if bool(known) else skip()
     return tf.cond(on, run, skip)
+
+
+# Per outermost traced graph: the functions `gate_layers` traced for it, by key.
+_SHARED_GATES = weakref.WeakKeyDictionary()
+
+
+def gate_layers(on, layers, run, skip, tensors, key=()):
+    """`run(layers, *tensors)` if `on` else `skip(*tensors)`: `gate`, traced once for all layers of one config.
+
+    `gate`'s cond traces its branches, and its gradient builds their gradient graphs, once per gated layer: most
+    of a supernet's trace. Here the cond sits in a nested `tf.function` that takes the layers' variables as
+    arguments, traced (with its gradient) once per outermost traced function for all `layers` of the same classes
+    and configs (names aside), the same `key` and the same input signature (Python values in `tensors` are part of
+    it). The branch that runs reads the variables and writes what the layers write (BN's moving statistics), as
+    `gate`'s would; TF inlines the calls before it optimizes the graph. `run` and `skip` must compute the same
+    thing for every `layers` of one `key` (the first to come traces it): what else differs goes into `key` or
+    `tensors`. A known `on`, eager execution, a distribution strategy, unbuilt layers or an unhashable `key`
+    take `gate`'s path.
+
+    Args:
+        on: scalar bool tensor (or a Python/numpy bool).
+        layers: a built `keras.layers.Layer` or a sequence of them (empty: no weights).
+        run: `run(layers, *tensors)`, the layers' computation.
+        skip: `skip(*tensors)`, what comes out when they do not run (same structure, dtypes and shapes).
+        tensors: tuple of the inputs of `run` and `skip` (tensors, nested structures, Python values).
+        key: hashable; what else `run` and `skip` depend on (e.g. `training`).
+    """
+    layers = tuple(layers) if isinstance(layers, (list, tuple)) else (layers,)
+    graph = tf.compat.v1.get_default_graph()
+    shareable = static_value(on) is None and graph.building_function and all(layer.built for layer in layers)
+    if shareable:
+        configs = [{k: v for k, v in layer.get_config().items() if k != "name"} for layer in layers]
+        full_key = (tuple(type(layer) for layer in layers), json.dumps(configs, sort_keys=True, default=str), key)
+        try:
+            hash(full_key)
+        except TypeError:
+            shareable = False
+    if not shareable or tf.distribute.has_strategy():  # a mirrored variable is no function argument
+        return gate(on, lambda: run(layers, *tensors), lambda: skip(*tensors))
+    outer = graph  # the outermost function graph (above it: the graph eager code traces from, shared by all)
+    while getattr(outer, "outer_graph", None) is not None and outer.outer_graph.building_function:
+        outer = outer.outer_graph
+    functions = _SHARED_GATES.setdefault(outer, {})
+    if full_key not in functions:
+        functions[full_key] = _shared_gate(layers, run, skip)
+    # The `tf.Variable`s themselves go in (handles alone would take no gradient: the tape sees a variable only
+    # when it is read or passed in).
+    variables = [_tf_variable(v) for layer in layers for v in layer.trainable_variables + layer.non_trainable_variables]
+    return functions[full_key](tf.convert_to_tensor(on, tf.bool), tuple(tensors), variables)
+
+
+def _tf_variable(variable):
+    """The `tf.Variable` of a Keras variable (its `.handle` reads a cast value inside an autocast scope)."""
+    return getattr(variable, "_value", variable)
+
+
+def _shared_gate(proto, run, skip):
+    """A `tf.function` of `gate_layers`'s cond: `run` on `proto`, its Keras variables standing for the `tf.Variable`s
+    given (read, and written where the call writes them, in the branch that runs)."""
+
+    def gated(on, tensors, tf_variables):
+        variables = [v for layer in proto for v in layer.trainable_variables + layer.non_trainable_variables]
+
+        def ran():
+            values = [tf.raw_ops.ReadVariableOp(resource=t.handle, dtype=t.dtype) for t in tf_variables]
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))) as scope:
+                given = [scope.get_current_value(v) for v in variables]
+                outputs = run(proto, *tensors)
+            for target, variable, old in zip(tf_variables, variables, given):
+                new = scope.get_current_value(variable)
+                if new is not old:  # written by the call
+                    tf.raw_ops.AssignVariableOp(resource=target.handle, value=tf.cast(new, target.dtype))
+            return outputs
+
+        return tf.cond(on, ran, lambda: skip(*tensors))
+
+    return tf.function(gated, autograph=False)
 
 
 def chosen(variables, index):
