@@ -1,8 +1,23 @@
-"""Test helpers for Keras models: non-trivial BN statistics, so that a wrong weight copy cannot hide."""
+"""Test helpers: non-trivial BN statistics (so that a wrong weight copy cannot hide), a small ScaleNet space."""
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from scalenas_tf.families.scalenet.space import ScaleNetSpace
+
+# Two blocks at most in stages 2-3 (depth slots 2 * 1.5 = 3), three scaling stages.
+SMALL_SCALENET_SPACE = ScaleNetSpace(
+    stem_channels=8,
+    stage_channels=(8, 8, 16, 16, 16, 24, 24),
+    max_blocks=(1, 2, 2, 1, 1, 1, 1),
+    head_channels=32,
+    depth_multipliers=((1.0,), (1.2,), (1.5,)),
+    width_multipliers=((1.0,), (1.25,), (1.5,)),
+    resolutions=((32,), (36, 40), (44,)),
+    resolution_multipliers=((1.0,), (1.125, 1.25), (1.375,)),
+    base_resolution=32,
+)
 
 
 def _batch_norms(model):

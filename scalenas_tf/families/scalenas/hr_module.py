@@ -17,8 +17,9 @@ class HRModule(keras.layers.Layer):
     For step s: each branch i with s < depth_i runs block s; then every target j becomes
     `ReLU(x_j + sum_k bit[j, s, k] * F_jsk(x_k))` (targets read the states before this fusion).
     Inside a compiled function each block and edge sits in a `tf.cond`, so one trace serves every
-    arch and only the chosen work runs; an arch known while tracing (a constant, e.g. the in-place
-    teacher's largest) branches in Python instead and builds no conds.
+    arch and only the chosen work runs; blocks (and edges) of one shape share one traced cond function
+    (`common.gate_layers`), so the trace does not grow with their number; an arch known while tracing
+    (a constant, e.g. the in-place teacher's largest) branches in Python instead and builds no conds.
 
     Args:
         branch_channels: tuple of ints, one per branch (W, 2W, ...).
@@ -113,12 +114,13 @@ class HRModule(keras.layers.Layer):
                 for k in range(b):
                     if k == j:
                         continue
-                    y = common.gate(
+                    y = common.gate_layers(
                         edge_on[j][s][k],
-                        lambda y=y, e=self.edge(j, s, k), x=xs[k], hw=sizes[j]: (
-                            y + e(x, target_hw=hw, training=training)
-                        ),
-                        lambda y=y: y,
+                        self.edge(j, s, k),
+                        lambda edges, y, x, hw: y + edges[0](x, target_hw=hw, training=training),
+                        lambda y, x, hw: y,
+                        (y, xs[k], sizes[j]),
+                        key=(training,),
                     )
                 # Every state is a ReLU output, so the ReLU is exact when nothing was added.
                 fused.append(keras.ops.relu(y) if b > 1 else y)
@@ -168,7 +170,9 @@ class HRModule(keras.layers.Layer):
         block = self.block(i, s)
         if s < self.depth_choices[0]:
             return block(x, training=training)
-        return common.gate(on, lambda: block(x, training=training), lambda: x)
+        return common.gate_layers(
+            on, block, lambda blocks, x: blocks[0](x, training=training), lambda x: x, (x,), key=(training,)
+        )
 
     def extract(self, xs, module_arch):
         """Applies the chosen blocks and edges of `module_arch` (a `ModuleArch`) to KerasTensors `xs`."""

@@ -17,21 +17,11 @@ from scalenas_tf.families.scalenet.space import ScaleNetSpace
 from scalenas_tf.families.scalenet.supernet import ScaleNetSupernet
 from scalenas_tf.training import sparse_update
 from scalenas_tf.training.bn_calibration import BatchNormCalibrator
+from tests.helpers import SMALL_SCALENET_SPACE
 from tests.helpers import assert_group_call_is_the_chosen_ops_call
 from tests.helpers import randomize_batch_norm
 
-# Two blocks at most in stages 2-3 (depth slots 2 * 1.5 = 3), three scaling stages.
-SPACE = ScaleNetSpace(
-    stem_channels=8,
-    stage_channels=(8, 8, 16, 16, 16, 24, 24),
-    max_blocks=(1, 2, 2, 1, 1, 1, 1),
-    head_channels=32,
-    depth_multipliers=((1.0,), (1.2,), (1.5,)),
-    width_multipliers=((1.0,), (1.25,), (1.5,)),
-    resolutions=((32,), (36, 40), (44,)),
-    resolution_multipliers=((1.0,), (1.125, 1.25), (1.375,)),
-    base_resolution=32,
-)
+SPACE = SMALL_SCALENET_SPACE
 NUM_CLASSES = 5
 
 
