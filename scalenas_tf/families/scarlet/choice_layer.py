@@ -88,7 +88,8 @@ class ChoiceLayer(keras.layers.Layer):
     def call(self, inputs, choice, training=None):
         # A chain of two-way conds, one per group of ops that differ only in kernel size (one computation on
         # the chosen op's weights): exactly one is on and the others pass the previous value through, the
-        # same gating as the ScaleNAS layers. A 13-way `tf.switch_case` over the ops
+        # same gating as the ScaleNAS layers, in functions shared by the layers' groups of one config
+        # (`common.gate_layers`). A 13-way `tf.switch_case` over the ops
         # compiles worse: each branch of a `Case`'s gradient returns a gradient for every input of the
         # `Case` (all 13 ops' weights), zeros for the other branches'. Measured back to back on
         # 2026-12-03, `bin/benchmark.py --what=compile --config=configs/scarlet.py:cpu`: first step
@@ -108,7 +109,14 @@ class ChoiceLayer(keras.layers.Layer):
         group_of = tf.gather(self._table([g for g, members in enumerate(self.groups) for _ in members]), choice)
         for g, members in enumerate(self.groups):
             ops = [self.ops[c] for c in members]
-            y = tf.cond(tf.equal(group_of, g), lambda ops=ops: _run(ops, inputs, position, training), lambda y=y: y)
+            y = common.gate_layers(
+                tf.equal(group_of, g),
+                [op for op in ops if op is not None],
+                lambda layers, x, position, y: _run(layers or [None], x, position, training),
+                lambda x, position, y: y,
+                (inputs, position, y),
+                key=(training,),
+            )
         return y
 
     def _table(self, values_in_group_order):
