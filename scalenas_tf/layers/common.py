@@ -106,14 +106,15 @@ def gate_layers(on, layers, run, skip, tensors, key=()):
     """`run(layers, *tensors)` if `on` else `skip(*tensors)`: `gate`, traced once for all layers of one config.
 
     `gate`'s cond traces its branches, and its gradient builds their gradient graphs, once per gated layer: most
-    of a supernet's trace. Here the cond sits in a nested `tf.function` that takes the layers' variables as
-    arguments, traced (with its gradient) once per outermost traced function for all `layers` of the same classes
-    and configs (names aside), the same `key` and the same input signature (Python values in `tensors` are part of
-    it). The branch that runs reads the variables and writes what the layers write (BN's moving statistics), as
-    `gate`'s would; TF inlines the calls before it optimizes the graph. `run` and `skip` must compute the same
-    thing for every `layers` of one `key` (the first to come traces it): what else differs goes into `key` or
-    `tensors`. A known `on`, eager execution, a distribution strategy, unbuilt layers or an unhashable `key`
-    take `gate`'s path.
+    of a supernet's trace. Here the layers' computation sits in a nested `tf.function` that takes their variables
+    as arguments, traced (with its gradient) once per outermost traced function for all `layers` of the same
+    classes and configs (names aside), the same `key` and the same input signature (Python values in `tensors`
+    are part of it): holding the cond when `on` is only known when the step runs, just `run` when it is known
+    true while tracing (a fixed arch, e.g. the in-place teacher's largest). The computation reads the variables
+    and writes what the layers write (BN's moving statistics), as `gate`'s would; TF inlines the calls before it
+    optimizes the graph. `run` and `skip` must compute the same thing for every `layers` of one `key` (the first
+    to come traces it): what else differs goes into `key` or `tensors`. Eager execution, a distribution
+    strategy, unbuilt layers or an unhashable `key` take `gate`'s path; a known false `on` is `skip(*tensors)`.
 
     Args:
         on: scalar bool tensor (or a Python/numpy bool).
@@ -124,27 +125,36 @@ def gate_layers(on, layers, run, skip, tensors, key=()):
         key: hashable; what else `run` and `skip` depend on (e.g. `training`).
     """
     layers = tuple(layers) if isinstance(layers, (list, tuple)) else (layers,)
+    known = static_value(on)
+    if known is not None and not bool(known):
+        return skip(*tensors)
     graph = tf.compat.v1.get_default_graph()
-    shareable = static_value(on) is None and graph.building_function and all(layer.built for layer in layers)
-    if shareable:
+    shareable = graph.building_function and all(layer.built for layer in layers) and not tf.distribute.has_strategy()
+    if shareable:  # (a mirrored variable is no function argument)
         configs = [{k: v for k, v in layer.get_config().items() if k != "name"} for layer in layers]
-        full_key = (tuple(type(layer) for layer in layers), json.dumps(configs, sort_keys=True, default=str), key)
+        full_key = (
+            known is None,
+            tuple(type(layer) for layer in layers),
+            json.dumps(configs, sort_keys=True, default=str),
+            key,
+        )
         try:
             hash(full_key)
         except TypeError:
             shareable = False
-    if not shareable or tf.distribute.has_strategy():  # a mirrored variable is no function argument
+    if not shareable:
         return gate(on, lambda: run(layers, *tensors), lambda: skip(*tensors))
     outer = graph  # the outermost function graph (above it: the graph eager code traces from, shared by all)
     while getattr(outer, "outer_graph", None) is not None and outer.outer_graph.building_function:
         outer = outer.outer_graph
     functions = _SHARED_GATES.setdefault(outer, {})
     if full_key not in functions:
-        functions[full_key] = _shared_gate(layers, run, skip)
+        functions[full_key] = _shared_gate(layers, run, skip if known is None else None)
     # The `tf.Variable`s themselves go in (handles alone would take no gradient: the tape sees a variable only
     # when it is read or passed in).
     variables = [_tf_variable(v) for layer in layers for v in layer.trainable_variables + layer.non_trainable_variables]
-    return functions[full_key](tf.convert_to_tensor(on, tf.bool), tuple(tensors), variables)
+    on = tf.convert_to_tensor(on if known is None else True, tf.bool)
+    return functions[full_key](on, tuple(tensors), variables)
 
 
 def _tf_variable(variable):
@@ -153,8 +163,9 @@ def _tf_variable(variable):
 
 
 def _shared_gate(proto, run, skip):
-    """A `tf.function` of `gate_layers`'s cond: `run` on `proto`, its Keras variables standing for the `tf.Variable`s
-    given (read, and written where the call writes them, in the branch that runs)."""
+    """A `tf.function` of `gate_layers`'s computation: `run` on `proto`, its Keras variables standing for the
+    `tf.Variable`s given (read, and written where the call writes them), in a cond with `skip` unless `skip` is
+    None (then `on` is ignored: known true)."""
 
     def gated(on, tensors, tf_variables):
         variables = [v for layer in proto for v in layer.trainable_variables + layer.non_trainable_variables]
@@ -170,7 +181,7 @@ def _shared_gate(proto, run, skip):
                     tf.raw_ops.AssignVariableOp(resource=target.handle, value=tf.cast(new, target.dtype))
             return outputs
 
-        return tf.cond(on, ran, lambda: skip(*tensors))
+        return ran() if skip is None else tf.cond(on, ran, lambda: skip(*tensors))
 
     return tf.function(gated, autograph=False)
 

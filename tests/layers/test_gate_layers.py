@@ -126,6 +126,42 @@ def test_a_known_gate_or_eager_call_runs_in_python():
     assert not [op for op in graph.get_operations() if op.type in ("If", "StatelessIf", "PartitionedCall")]
 
 
+def test_a_known_true_gate_shares_its_computation_with_no_cond():
+    """A fixed arch's layers (e.g. the in-place teacher's) run through one shared function without a cond: the same
+    bits (outputs, gradients, BN statistics) as calling the layers inline."""
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, 6, 6, 4)).astype("float32"))
+    results = []
+    for shared in (True, False):
+        layers = make_layers(seed=1)
+        variables = [v for layer in layers for v in layer.trainable_variables]
+
+        @tf.function(autograph=False)
+        def step():
+            with tf.GradientTape() as tape:
+                y = x
+                for layer in layers:
+                    if shared:
+                        y = common.gate_layers(
+                            True, layer, lambda ls, y: ls[0](y, training=True) + y, lambda y: y, (y,)
+                        )
+                    else:
+                        y = layer(y, training=True) + y
+                loss = tf.reduce_sum(y * y)
+            return y, tape.gradient(loss, variables)
+
+        y, grads = step()
+        results.append((y.numpy(), [g.numpy() for g in grads], [v.numpy() for ly in layers for v in ly.variables]))
+        graph_def = step.get_concrete_function().graph.as_graph_def()
+        names = [f.signature.name for f in graph_def.library.function]
+        types = [node.op for f in graph_def.library.function for node in f.node_def] + [n.op for n in graph_def.node]
+        assert len([n for n in names if n.startswith("__inference_gated")]) == (1 if shared else 0), names
+        assert not [t for t in types if t in ("If", "StatelessIf")]
+    (y0, g0, v0), (y1, g1, v1) = results
+    np.testing.assert_array_equal(y0, y1)
+    for a, b in zip(g0 + v0, g1 + v1):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_each_traced_function_traces_its_own_shared_functions():
     """A second trace does not reuse the first's functions: they hold what was true when they traced (here BN's
     momentum, read while tracing)."""

@@ -19,7 +19,8 @@ class HRModule(keras.layers.Layer):
     Inside a compiled function each block and edge sits in a `tf.cond`, so one trace serves every
     arch and only the chosen work runs; blocks (and edges) of one shape share one traced cond function
     (`common.gate_layers`), so the trace does not grow with their number; an arch known while tracing
-    (a constant, e.g. the in-place teacher's largest) branches in Python instead and builds no conds.
+    (a constant, e.g. the in-place teacher's largest) branches in Python instead and builds no conds (the
+    blocks and edges it runs, and the blocks every arch runs, are calls of shared functions without one).
 
     Args:
         branch_channels: tuple of ints, one per branch (W, 2W, ...).
@@ -168,10 +169,13 @@ class HRModule(keras.layers.Layer):
 
     def _maybe_block(self, x, i, s, on, training):
         block = self.block(i, s)
-        if s < self.depth_choices[0]:
-            return block(x, training=training)
         return common.gate_layers(
-            on, block, lambda blocks, x: blocks[0](x, training=training), lambda x: x, (x,), key=(training,)
+            True if s < self.depth_choices[0] else on,
+            block,
+            lambda blocks, x: blocks[0](x, training=training),
+            lambda x: x,
+            (x,),
+            key=(training,),
         )
 
     def extract(self, xs, module_arch):
