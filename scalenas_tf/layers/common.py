@@ -152,9 +152,14 @@ def gate_layers(on, layers, run, skip, tensors, key=()):
         functions[full_key] = _shared_gate(layers, run, skip if known is None else None)
     # The `tf.Variable`s themselves go in (handles alone would take no gradient: the tape sees a variable only
     # when it is read or passed in).
-    variables = [_tf_variable(v) for layer in layers for v in layer.trainable_variables + layer.non_trainable_variables]
+    variables = [_tf_variable(v) for v in _variables_of(layers)]
     on = tf.convert_to_tensor(on if known is None else True, tf.bool)
     return functions[full_key](on, tuple(tensors), variables)
+
+
+def _variables_of(layers):
+    """The layers' Keras variables, in the one order both sides of a shared gate use: trainable, then not."""
+    return [v for layer in layers for v in layer.trainable_variables + layer.non_trainable_variables]
 
 
 def _tf_variable(variable):
@@ -168,7 +173,7 @@ def _shared_gate(proto, run, skip):
     None (then `on` is ignored: known true)."""
 
     def gated(on, tensors, tf_variables):
-        variables = [v for layer in proto for v in layer.trainable_variables + layer.non_trainable_variables]
+        variables = _variables_of(proto)
 
         def ran():
             values = [tf.raw_ops.ReadVariableOp(resource=t.handle, dtype=t.dtype) for t in tf_variables]

@@ -7,7 +7,8 @@ width any strategy gives it. A subnet (the arch vector of `ScaleNetSpace.to_vect
 - resolution: the input resized (bilinear) to the arch's pixels, when it has another size;
 - width: every layer on its leading ceil(c w) channels (tables indexed by the width index);
 - depth: stage i's slots k < ceil(n_i d) (a `tf.cond` per slot beyond the stage's minimum), slot k
-  running the op of base block min(k, n_i - 1), so added blocks copy the stage's last base block;
+  running the op of base block min(k, n_i - 1), so added blocks copy the stage's last base block; each
+  slot's computation is traced once for all slots of its config (`common.gate_layers`);
 - op: per slot, one computation for the choices that differ only in kernel size (the chosen one's
   weights gathered, the depthwise conv a `tf.switch_case` over kernel sizes); a `tf.switch_case` over
   such groups where a stage's choices differ in more (the `paper` space's expand ratios and SE).
@@ -100,6 +101,35 @@ def _take(table, index):
     if isinstance(index, (int, np.integer)):
         return table[int(index)]
     return tf.gather(tf.constant(table), index)
+
+
+def _run_slot(ops, groups, x, local, widths, training):
+    """The chosen op of a slot (`local`: an int, or a scalar int tensor): one computation per group of ops that
+    differ only in kernel size (the chosen op's weights gathered), a `tf.switch_case` over groups."""
+    if isinstance(local, int):
+        w = widths[local]
+        return ops[local](x, out_channels=w[1], hidden=w[2], squeeze=w[3], training=training)
+    position = np.zeros(len(ops), np.int32)
+    group_of = np.zeros(len(ops), np.int32)
+    for g, members in enumerate(groups):
+        position[list(members)] = np.arange(len(members))
+        group_of[list(members)] = g
+
+    def run_group(members):
+        w = widths[members[0]]
+        if len(members) == 1:
+            return ops[members[0]](x, out_channels=w[1], hidden=w[2], squeeze=w[3], training=training)
+        index = tf.gather(tf.constant(position), local)
+        group = [ops[c] for c in members]
+        return group[0](x, out_channels=w[1], hidden=w[2], squeeze=w[3], training=training, group=group, index=index)
+
+    if len(groups) == 1:
+        return run_group(groups[0])
+    # Before ops were grouped, a chain of two-way conds (as SCARLET's 13 choices) measured no better than
+    # one switch_case over the 3 choices (back to back on 2026-12-03, official depth, `:cpu`: first step
+    # 150.9 vs 147.2 s, 158.2k vs 159.6k ops in all, peak RSS 4.77 vs 4.68 GB).
+    branches = [lambda members=members: run_group(members) for members in groups]
+    return tf.switch_case(tf.gather(tf.constant(group_of), local), branches)
 
 
 @keras.saving.register_keras_serializable(package="scalenas")
@@ -302,42 +332,20 @@ class ScaleNetSupernet(Supernet):
         x = act(self.stem_bn(self.stem_conv(x, _take(t.stem, vector[-2])), training=training))
         for i, stage in enumerate(self._slots(vector)):
             for k, (on, local, widths) in enumerate(stage):
-                ops = self.ops[i][k]
-
-                def run(x=x, ops=ops, local=local, widths=widths, groups=self.groups[i][k]):
-                    if isinstance(local, (int, np.integer)):
-                        w = widths[int(local)]
-                        return ops[int(local)](x, w[1], w[2], w[3], training=training)
-                    return self._run_groups(x, ops, groups, local, widths, training)
-
-                x = run() if on is None else common.gate(on, run, lambda x=x: x)
+                groups = self.groups[i][k]
+                if isinstance(local, (int, np.integer)):  # a known arch: static widths, the chosen op alone
+                    local = int(local)
+                    widths = [tuple(int(v) for v in row) for row in widths]
+                x = common.gate_layers(
+                    True if on is None else on,
+                    self.ops[i][k],
+                    lambda ops, x, local, widths, groups=groups: _run_slot(ops, groups, x, local, widths, training),
+                    lambda x, local, widths: x,
+                    (x, local, widths),
+                    key=(groups, training),
+                )
         x = act(self.head_bn(self.head_conv(x), training=training))
         return self.classifier(tf.reduce_mean(x, axis=(1, 2)))
-
-    def _run_groups(self, x, ops, groups, local, widths, training):
-        """The chosen op of a slot (`local`: a scalar int tensor): one computation per group of ops that
-        differ only in kernel size (the chosen op's weights gathered), a `tf.switch_case` over groups."""
-        position = np.zeros(len(ops), np.int32)
-        group_of = np.zeros(len(ops), np.int32)
-        for g, members in enumerate(groups):
-            position[list(members)] = np.arange(len(members))
-            group_of[list(members)] = g
-
-        def run_group(members):
-            w = widths[members[0]]
-            if len(members) == 1:
-                return ops[members[0]](x, w[1], w[2], w[3], training=training)
-            index = tf.gather(tf.constant(position), local)
-            group = [ops[c] for c in members]
-            return group[0](x, w[1], w[2], w[3], training=training, group=group, index=index)
-
-        if len(groups) == 1:
-            return run_group(groups[0])
-        # Before ops were grouped, a chain of two-way conds (as SCARLET's 13 choices) measured no better than
-        # one switch_case over the 3 choices (back to back on 2026-12-03, official depth, `:cpu`: first step
-        # 150.9 vs 147.2 s, 158.2k vs 159.6k ops in all, peak RSS 4.77 vs 4.68 GB).
-        branches = [lambda members=members: run_group(members) for members in groups]
-        return tf.switch_case(tf.gather(tf.constant(group_of), local), branches)
 
     # === What an arch touches ===
 
