@@ -2,6 +2,7 @@
 recalibration on sliced weights, and the cost counter against the extracted model."""
 
 import dataclasses
+import json
 
 import keras
 import numpy as np
@@ -149,6 +150,28 @@ def test_one_trace_serves_every_arch_and_size_and_compute_follows_the_subnet(net
     # Compute follows the subnet: the counter's MACs (equal to the extracted model's, below) differ 10x.
     small, large = (cost.count(SPACE, a, NUM_CLASSES).macs for a in (SPACE.smallest(), SPACE.largest()))
     assert large > 10 * small
+
+
+def test_slots_of_one_config_share_one_traced_function(net):
+    """Each slot's computation is traced (with its gradient) once per op config and input signature
+    (`common.gate_layers`), not once per slot: the slots a stage adds beyond its first share one function."""
+
+    @tf.function(autograph=False)
+    def grads(x, v):
+        with tf.GradientTape() as tape:
+            y = net(x, arch=v, training=True)
+        return tape.gradient(tf.reduce_sum(y), net.trainable_variables)
+
+    vector = tf.constant(SPACE.to_vector(SPACE.largest()))
+    graph_def = grads.get_concrete_function(tf.constant(_images(40)), vector).graph.as_graph_def()
+    shared = [f.signature.name for f in graph_def.library.function if f.signature.name.startswith("__inference_gated")]
+    # One per (always run or gated, the slot's op configs): a slot's input signature follows its first op's config.
+    kinds = set()
+    for i, stage in enumerate(net.ops):
+        for k, ops in enumerate(stage):
+            configs = [{key: value for key, value in op.get_config().items() if key != "name"} for op in ops]
+            kinds.add((k < SPACE.min_blocks[i], json.dumps(configs, sort_keys=True)))
+    assert len(shared) == len(kinds) < sum(net.tables.slots), (shared, len(kinds))
 
 
 def test_counter_equals_the_extracted_models_weights(net):
