@@ -106,9 +106,13 @@ def _take(table, index):
 def _run_slot(ops, groups, x, local, widths, training):
     """The chosen op of a slot (`local`: an int, or a scalar int tensor): one computation per group of ops that
     differ only in kernel size (the chosen op's weights gathered), a `tf.switch_case` over groups."""
+
+    def call(c, **kwargs):  # op c at its widths row
+        w = widths[c]
+        return ops[c](x, out_channels=w[1], hidden=w[2], squeeze=w[3], training=training, **kwargs)
+
     if isinstance(local, int):
-        w = widths[local]
-        return ops[local](x, out_channels=w[1], hidden=w[2], squeeze=w[3], training=training)
+        return call(local)
     position = np.zeros(len(ops), np.int32)
     group_of = np.zeros(len(ops), np.int32)
     for g, members in enumerate(groups):
@@ -116,12 +120,10 @@ def _run_slot(ops, groups, x, local, widths, training):
         group_of[list(members)] = g
 
     def run_group(members):
-        w = widths[members[0]]
         if len(members) == 1:
-            return ops[members[0]](x, out_channels=w[1], hidden=w[2], squeeze=w[3], training=training)
+            return call(members[0])
         index = tf.gather(tf.constant(position), local)
-        group = [ops[c] for c in members]
-        return group[0](x, out_channels=w[1], hidden=w[2], squeeze=w[3], training=training, group=group, index=index)
+        return call(members[0], group=[ops[c] for c in members], index=index)
 
     if len(groups) == 1:
         return run_group(groups[0])
