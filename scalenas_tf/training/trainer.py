@@ -153,9 +153,10 @@ class SupernetTrainer(keras.Model):
         hashed anew on each call (TF 2.21): ~1.3 ms per 2,500 captures. A supernet's step captures all its
         weights, BN statistics and optimizer slots (`configs/shapes_seg.py`: ~2,500, 2.9 ms of a 50 ms step
         of its smallest subnet; that subnet's static model pays 0.8 ms). With one step per call
-        (`steps_per_execution=1`, not eager, no distribution strategy) this keeps each input signature's
-        `ConcreteFunction` and calls it: the same graph, the same values, one trace. Other settings (and a
-        strategy's replicas, whose outputs Keras reduces) get Keras's function unchanged.
+        (`steps_per_execution=1`, neither eager nor XLA, no distribution strategy) this keeps each input
+        signature's `ConcreteFunction` and calls it: the same graph, the same values, one trace. Other settings
+        (a strategy's replicas, whose outputs Keras reduces; XLA, which Keras applies to the step but not to
+        the iterator's `get_next`) get Keras's function unchanged.
         """
         return self._make_function_of("train", force)
 
@@ -174,7 +175,7 @@ class SupernetTrainer(keras.Model):
     def _dispatch_directly(self):
         strategy = self.distribute_strategy
         default_strategy = strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy()
-        return default_strategy and not self.run_eagerly and self.steps_per_execution == 1
+        return default_strategy and not (self.run_eagerly or self.jit_compile) and self.steps_per_execution == 1
 
     @property
     def metrics(self):
@@ -371,8 +372,8 @@ def _single_step_function(model, step_function):
     def one_step_on_iterator(iterator):
         return one_step_on_data(iterator.get_next())  # the end of the data: `OutOfRangeError`, as Keras's
 
-    def compiled(fn):  # as Keras compiles its step: no AutoGraph
-        return _Dispatch(tf.function(fn, reduce_retracing=True, jit_compile=model.jit_compile, autograph=False))
+    def compiled(fn):  # as Keras compiles its step: no AutoGraph (and no XLA: `_dispatch_directly`)
+        return _Dispatch(tf.function(fn, reduce_retracing=True, autograph=False))
 
     on_data, on_iterator = compiled(one_step_on_data), compiled(one_step_on_iterator)
 

@@ -328,11 +328,12 @@ def test_direct_dispatch_trains_and_evaluates_bit_for_bit_as_keras(monkeypatch):
     assert all(np.array_equal(a, b) for a, b in zip(direct_weights, keras_weights))
 
 
-def test_direct_dispatch_only_without_strategy_and_one_step_per_call():
-    trainer = SupernetTrainer(new_supernet(0), sampler=UniformSampler(SPACE, seed=3))
-    trainer.compile(optimizer=keras.optimizers.Adam(1e-2), steps_per_execution=2)
-    trainer.make_train_function()
-    assert "_single_step_function" not in trainer.train_function.__qualname__
+def test_direct_dispatch_only_without_strategy_and_xla_and_one_step_per_call():
+    for settings in ({"steps_per_execution": 2}, {"jit_compile": True}):
+        trainer = SupernetTrainer(new_supernet(0), sampler=UniformSampler(SPACE, seed=3))
+        trainer.compile(optimizer=keras.optimizers.Adam(1e-2), **settings)
+        trainer.make_train_function()
+        assert "_single_step_function" not in trainer.train_function.__qualname__, settings
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     with strategy.scope():
         trainer = SupernetTrainer(new_supernet(0), sampler=UniformSampler(SPACE, seed=3))
