@@ -28,8 +28,11 @@ Under a `tf.distribute` strategy both update per device in cross-replica context
 from __future__ import annotations
 
 import functools
+import weakref
+from typing import NamedTuple
 
 import keras
+import numpy as np
 import tensorflow as tf
 from tensorflow.python.ops import control_flow_util_v2
 from tensorflow.python.ops import gen_functional_ops
@@ -46,7 +49,8 @@ def slot_map(optimizer, variables):
     """`{id(variable): [slot variables]}`, matched by Keras's slot naming (`{path with _}_{slot}`).
 
     Keras names a slot after its reference variable's path; the longest matching prefix wins, so
-    `conv_kernel_1_momentum` belongs to `conv/kernel_1`, not to `conv/kernel`.
+    `conv_kernel_1_momentum` belongs to `conv/kernel_1`, not to `conv/kernel`. Slots that `build_optimizer`
+    stacked are not per variable: `SlotStacks.slots_of` gives those.
     """
     by_prefix = {v.path.replace("/", "_") + "_": v for v in variables}
     slots = {id(v): [] for v in variables}
@@ -61,7 +65,125 @@ def slot_map(optimizer, variables):
     return slots
 
 
-def apply_gradients(optimizer, grads, variables, gated_layers, sparse=True, masks=()):
+class SlotGroup(NamedTuple):
+    """Variables of one shape whose optimizer slots are stacked: `slots[k][j]` is slot `k` of `variables[j]`."""
+
+    variables: tuple
+    slots: tuple
+    decays: bool
+
+
+class SlotStacks:
+    """The optimizer slots `build_optimizer` stacked: one variable per slot for each group of same-shape variables.
+
+    Keras's optimizers keep one slot variable per trainable variable and slot, so updating a supernet of 1,986
+    variables with Adam reads and assigns 3,972 moment variables one by one each step, and the step's graph
+    captures each of them (the full ScaleNAS space: 25.6k top-level graph ops, 7.3k of them the captured
+    handles). Stacked, a group of same-shape variables reads and assigns each slot once, with the arithmetic
+    `_update_stacked` already ran on their stacked values: the same bits (tested against Keras's `apply`).
+    Used where every variable is updated every step (an in-place teacher or dense updates: no gates and no
+    channel masks reach a variable), without a distribution strategy.
+
+    Measured on 2 CPU cores (2026-12-04), the full ScaleNAS space (`configs/shapes_seg.py`, modules (1, 4, 3),
+    batch 4, in-place teacher): optimizer variables 3,973 -> 147, top-level train graph ops 25.6k -> 14.1k,
+    first step 35.7/33.6 -> 30.2/28.5 s, peak RSS 2.42 -> 2.10 GB, and in one process, stepped alternately
+    with the same weights, 60 steps: median 401.5 -> 376.2 ms (paired difference -25.0 ms), weights bit-equal.
+    `configs/shapes_seg.py` W8: -7.8 ms of 184 ms; W32: -9.6 ms of 502 ms.
+
+    The stacked slots are the optimizer's own variables (`optimizer.add_variable`, after the optimizer was built
+    for the other variables), so the optimizer's checkpoints hold them; a checkpoint written with one slot per
+    variable does not fit (the trainer says so on load: `stacked_slots=False` resumes it).
+    """
+
+    def __init__(self, groups):
+        self.groups = tuple(groups)
+
+    def slots_of(self, variable):
+        """The slot values of a stacked `variable` (one tensor per slot), or None if its slots are not stacked."""
+        for group in self.groups:
+            for j, member in enumerate(group.variables):
+                if member is variable:
+                    return [slot[j] for slot in group.slots]
+        return None
+
+    def check_applicable(self, optimizer, variables, gated_layers, masks):
+        """Raises a ValueError if this step's update cannot use the stacked slots."""
+        if tf.distribute.has_strategy():
+            raise ValueError(
+                "Optimizer slots stacked by `build_optimizer` are updated without a distribution strategy only; "
+                "build the optimizer under the strategy's scope (it then keeps one slot per variable)"
+            )
+        if not _fast_path_ok(optimizer, variables):
+            raise ValueError(
+                f"Optimizer {optimizer.name!r} no longer takes the fast update path its slots were stacked for "
+                "(gradient accumulation, EMA, a wrapper or a variable constraint): build it with stack=False"
+            )
+        stacked = {id(v) for group in self.groups for v in group.variables}
+        gated = [v.path for layer, _ in gated_layers for v in layer.trainable_variables if id(v) in stacked]
+        gated += [v.path for v, _ in masks if id(v) in stacked]
+        if gated:
+            raise ValueError(
+                f"Variables with stacked optimizer slots must be updated every step, but this step gates or masks "
+                f"{len(gated)} of them (e.g. {gated[0]}): build the optimizer with stack=False for sparse updates"
+            )
+
+
+_SLOT_STACKS = weakref.WeakKeyDictionary()  # optimizer -> its SlotStacks (a built optimizer is not built again)
+_SLOT_NAMES = {"adam": ("momentum", "velocity"), "sgd_momentum": ("momentum",)}
+
+
+def build_optimizer(optimizer, variables, stack=True):
+    """Builds `optimizer` for `variables`; with `stack`, same-shape variables share stacked slots (`SlotStacks`).
+
+    Stacks where the update is this module's arithmetic (Adam/AdamW without amsgrad, SGD with momentum), on
+    float32 variables of at most `_STACKED_MAX_ELEMENTS` entries that share their shape and weight decay with
+    another, without a distribution strategy. Returns the `SlotStacks` to pass to `apply_gradients`, or None (no
+    group, or not stacked). An optimizer built before keeps its variables (and its stacks, if any).
+    """
+    if optimizer.built:
+        return _SLOT_STACKS.get(optimizer)
+    kind = _slot_kind(optimizer)
+    if not stack or kind is None or tf.distribute.has_strategy() or not _fast_path_ok(optimizer, variables):
+        optimizer.build(variables)
+        return None
+
+    def decays(v):
+        return optimizer.weight_decay is not None and bool(optimizer._use_weight_decay(v))
+
+    by_layout = {}
+    for v in variables:
+        if v.dtype == "float32" and 0 < _num_elements(v) <= _STACKED_MAX_ELEMENTS:
+            by_layout.setdefault((tuple(v.shape), decays(v)), []).append(v)
+    members = [(layout, group) for layout, group in by_layout.items() if len(group) > 1]
+    stacked = {id(v) for _, group in members for v in group}
+    optimizer.build([v for v in variables if id(v) not in stacked])
+    groups = []
+    for k, ((shape, decay), group) in enumerate(members):
+        slots = tuple(
+            optimizer.add_variable((len(group), *shape), dtype="float32", name=f"stacked_{k}_{name}")
+            for name in _SLOT_NAMES[kind]
+        )
+        groups.append(SlotGroup(tuple(group), slots, decay))
+    if not groups:
+        return None
+    _SLOT_STACKS[optimizer] = stacks = SlotStacks(groups)
+    return stacks
+
+
+def _slot_kind(optimizer):
+    """`"adam"` or `"sgd_momentum"` where the update's slots can be stacked, else None."""
+    if _is_plain_adam(optimizer):
+        return "adam"
+    if type(optimizer) is keras.optimizers.SGD and optimizer.momentum != 0:
+        return "sgd_momentum"
+    return None
+
+
+def _num_elements(variable):
+    return int(np.prod(variable.shape))
+
+
+def apply_gradients(optimizer, grads, variables, gated_layers, sparse=True, masks=(), slot_stacks=None):
     """Applies `grads` with `optimizer`; with `sparse`, variables of layers whose gate is off stay put.
 
     Args:
@@ -72,7 +194,11 @@ def apply_gradients(optimizer, grads, variables, gated_layers, sparse=True, mask
         masks: `(variable, mask)` for variables this step used in part (elastic width): entries where
             the bool `mask` (broadcastable to the variable) is false keep their value and optimizer
             slots bit-exactly (snapshotted before the update, restored after it).
+        slot_stacks: the `SlotStacks` that `build_optimizer` made for `optimizer`, or None. Its variables are
+            updated every step (no gates, no masks), without a distribution strategy.
     """
+    if slot_stacks is not None:
+        slot_stacks.check_applicable(optimizer, variables, gated_layers if sparse else [], masks if sparse else ())
     # The update's conds stay functional (`graph_options.functional_control_flow`: SCARLET cpu's first call of
     # the train function 70 -> 49 s) where that cannot change a bit: with one replica (with several, one cond
     # updates a mirrored variable's copy on each device, which only a lowered cond can place) and when the update
@@ -81,7 +207,7 @@ def apply_gradients(optimizer, grads, variables, gated_layers, sparse=True, mask
     # differently in a functional cond.
     functional = tf.distribute.get_strategy().num_replicas_in_sync == 1 and _own_update(optimizer)
     with graph_options.functional_control_flow(functional=functional):
-        _apply_gradients(optimizer, grads, variables, gated_layers, sparse, masks, functional)
+        _apply_gradients(optimizer, grads, variables, gated_layers, sparse, masks, functional, slot_stacks)
 
 
 def _own_update(optimizer):
@@ -89,7 +215,7 @@ def _own_update(optimizer):
     return _is_plain_adam(optimizer) or type(optimizer) is keras.optimizers.SGD
 
 
-def _apply_gradients(optimizer, grads, variables, gated_layers, sparse, masks, functional):
+def _apply_gradients(optimizer, grads, variables, gated_layers, sparse, masks, functional, slot_stacks):
     if not sparse:
         gated_layers, masks = [], ()
     if any(g is None for g in grads):  # a variable the loss does not reach: Keras skips it too
@@ -100,10 +226,11 @@ def _apply_gradients(optimizer, grads, variables, gated_layers, sparse, masks, f
         masked = _masked_targets(optimizer, variables, masks)
         olds = [tf.identity(_tf_variable(v).read_value()) for v, _ in masked]
         with tf.control_dependencies(olds):
-            _apply(optimizer, grads, variables, gated_layers, fast, {}, functional)
+            _apply(optimizer, grads, variables, gated_layers, fast, {}, functional, slot_stacks)
         _restore_where_off([_tf_variable(v) for v, _ in masked], olds, [m for _, m in masked])
     else:
-        _apply(optimizer, grads, variables, gated_layers, fast, {id(v): m for v, m in masks}, functional)
+        masks = {id(v): m for v, m in masks}
+        _apply(optimizer, grads, variables, gated_layers, fast, masks, functional, slot_stacks)
 
 
 def _masks_inline(optimizer, variables):
@@ -119,9 +246,9 @@ def _masked_targets(optimizer, variables, masks):
     return [(target, m) for v, m in chosen for target in [v] + slots[id(v)]]
 
 
-def _apply(optimizer, grads, variables, gated_layers, fast, masks, functional):
+def _apply(optimizer, grads, variables, gated_layers, fast, masks, functional, slot_stacks):
     if fast:
-        _apply_fast(optimizer, grads, variables, gated_layers, masks, functional)
+        _apply_fast(optimizer, grads, variables, gated_layers, masks, functional, slot_stacks)
     elif not gated_layers:
         optimizer.apply(grads, variables)
     else:
@@ -138,7 +265,7 @@ def _fast_path_ok(optimizer, variables):
     )
 
 
-def _apply_fast(optimizer, grads, variables, gated_layers, masks, functional):
+def _apply_fast(optimizer, grads, variables, gated_layers, masks, functional, slot_stacks):
     index = {id(v): i for i, v in enumerate(variables)}
     float_masks = [None if id(v) not in masks else tf.cast(masks[id(v)], v.dtype) for v in variables]
     gated_ids, groups = set(), []
@@ -166,7 +293,7 @@ def _apply_fast(optimizer, grads, variables, gated_layers, masks, functional):
         def decay_factor():  # as `decay_and_step` writes Keras's `var * decay * lr` (see there)
             return tf.cast(optimizer.weight_decay, tf.float32) * tf.cast(learning_rate, tf.float32)
 
-        update_step, gated_update, stacked_step = _update_steps(optimizer, learning_rate, decay_factor)
+        update_step, gated_update, stacked_step, slots_step = _update_steps(optimizer, learning_rate, decay_factor)
 
         def update(strategy, grads, ons, float_masks):
             def decay_and_step(var, grad, lr, mask=None, *, step):
@@ -187,7 +314,9 @@ def _apply_fast(optimizer, grads, variables, gated_layers, masks, functional):
 
             ungated = groups[0][0]
             if stacked_step is not None and not tf.distribute.has_strategy():
-                ungated = _update_stacked(stacked_step, ungated, grads, tf_vars, float_masks, decays, decay_factor)
+                ungated = _update_stacked(
+                    (stacked_step, slots_step), ungated, grads, tf_vars, float_masks, decays, decay_factor, slot_stacks
+                )
             update_group(ungated, update_step)
             for (ids, _), on in zip(groups[1:], ons):
                 on = strategy.experimental_local_results(on)[0]
@@ -204,11 +333,13 @@ def _apply_fast(optimizer, grads, variables, gated_layers, masks, functional):
 
 # Stacking copies each group's gradients and slots in and its results out: ~6 more passes over the values, paid
 # for by ~10 fewer kernels per variable only while a variable is small. `configs/shapes_seg.py:w32` (in-place
-# teacher), interleaved over 8 subnets, stepped 3% slower with every variable stacked (4,102 -> 4,225 ms).
+# teacher), interleaved over 8 subnets, stepped 3% slower with every variable stacked (4,102 -> 4,225 ms). With
+# stacked slots (`SlotStacks`: no copies of the slots) it still does not pay: W32, 60 steps alternated in one
+# process, every variable stacked vs this limit: median 520.7 vs 509.6 ms (paired +8.4 ms; 2026-12-04).
 _STACKED_MAX_ELEMENTS = 16384
 
 
-def _update_stacked(stacked_step, ids, grads, tf_vars, float_masks, decays, decay_factor):
+def _update_stacked(stacked_steps, ids, grads, tf_vars, float_masks, decays, decay_factor, slot_stacks=None):
     """Updates the variables of `ids` that share a shape (and weight decay) with another, stacked; returns the
     rest (masked, not float32, large, or alone in their shape), to be updated one by one.
 
@@ -217,8 +348,13 @@ def _update_stacked(stacked_step, ids, grads, tf_vars, float_masks, decays, deca
     small kernels each step. Stacked, the arithmetic is one op per step for a whole group; what stays per
     variable is reading its slots and assigning the results (9 ops per Adam variable, counted by the tests).
     The full space's train graph went from 116.9k to 95.7k ops. Element-wise arithmetic on stacked values
-    gives each element the bits it gets alone (tested against Keras's `apply`).
+    gives each element the bits it gets alone (tested against Keras's `apply`). With `slot_stacks`
+    (`build_optimizer`), a group's slots are already one variable each, read and assigned once per group: what
+    stays per variable is its own assign (`SlotStacks`).
     """
+    stacked_step, slots_step = stacked_steps
+    if slot_stacks is not None:
+        ids = _update_slot_stacks(slots_step, ids, grads, tf_vars, decay_factor, slot_stacks)
     groups, rest = {}, []
     for i in ids:
         small = tf_vars[i].shape.num_elements() <= _STACKED_MAX_ELEMENTS
@@ -232,11 +368,42 @@ def _update_stacked(stacked_step, ids, grads, tf_vars, float_masks, decays, deca
             continue
         variables = [tf_vars[i] for i in members]
         if decay:
-            handles = [v.handle for v in variables]
-            decrement = tf.raw_ops.Mul(x=_stacked_reads(handles), y=decay_factor())
-            _assign_each(tf.raw_ops.AssignSubVariableOp, handles, decrement)
+            _decay_stacked([v.handle for v in variables], decay_factor)
         stacked_step([grads[i] for i in members], variables)
     return sorted(rest)
+
+
+def _decay_stacked(handles, decay_factor):
+    decrement = tf.raw_ops.Mul(x=_stacked_reads(handles), y=decay_factor())
+    _assign_each(tf.raw_ops.AssignSubVariableOp, handles, decrement)
+
+
+def _update_slot_stacks(slots_step, ids, grads, tf_vars, decay_factor, slot_stacks):
+    """Updates each group of `slot_stacks` with its stacked slots; returns the `ids` not in a group.
+
+    A member without a gradient (the loss does not reach it) is left alone, as Keras's `apply` leaves it: its
+    rows of the stacked slots keep their values (`present`), and it gets no decay and no assign.
+    """
+    position = {id(v): i for i, v in enumerate(tf_vars)}
+    done = set()
+    for group in slot_stacks.groups:
+        indices = [position.get(id(_tf_variable(v))) for v in group.variables]
+        if all(i is None for i in indices):
+            continue
+        done.update(i for i in indices if i is not None)
+        shape = tuple(group.variables[0].shape)
+        gradients = [
+            tf.zeros(shape) if i is None else tf.cast(tf.convert_to_tensor(grads[i]), tf.float32) for i in indices
+        ]
+        handles = [None if i is None else tf_vars[i].handle for i in indices]
+        present = None
+        if any(i is None for i in indices):
+            flags = [i is not None for i in indices]
+            present = tf.reshape(tf.constant(flags), [len(flags)] + [1] * len(shape))
+        if group.decays:
+            _decay_stacked([h for h in handles if h is not None], decay_factor)
+        slots_step(gradients, handles, [_tf_variable(slot).handle for slot in group.slots], present)
+    return [i for i in ids if i not in done]
 
 
 def _update_steps(optimizer, learning_rate, decay_factor):
@@ -263,7 +430,7 @@ def _update_steps(optimizer, learning_rate, decay_factor):
         return _adam_step(optimizer, learning_rate, decay_factor)
     if type(optimizer) is keras.optimizers.SGD:
         return _sgd_step(optimizer, learning_rate, decay_factor)
-    return optimizer.update_step, None, None
+    return optimizer.update_step, None, None, None
 
 
 def _plain_float32(gradient, variable):
@@ -440,7 +607,14 @@ def _adam_step(optimizer, learning_rate, decay_factor):
         _assign_each(tf.raw_ops.AssignAddVariableOp, vs, dv)
         _assign_each(tf.raw_ops.AssignSubVariableOp, [v.handle for v in variables], step)
 
-    return step, _gated_update("adam", constants, moments, decay_factor), stacked_step
+    def slots_step(gradients, handles, slots, present):
+        m, v = _read(slots[0]), _read(slots[1])
+        dm, dv, step = _adam_arithmetic(tf.stack(gradients), m, v, *constants)
+        _add_where(slots[0], m, dm, present)
+        _add_where(slots[1], v, dv, present)
+        _assign_each(tf.raw_ops.AssignSubVariableOp, handles, step)
+
+    return step, _gated_update("adam", constants, moments, decay_factor), stacked_step, slots_step
 
 
 def _sgd_step(optimizer, learning_rate, decay_factor):
@@ -467,12 +641,18 @@ def _sgd_step(optimizer, learning_rate, decay_factor):
         _assign_each(tf.raw_ops.AssignVariableOp, ms, new_m)
         _assign_each(tf.raw_ops.AssignAddVariableOp, handles, increment)
 
+    def slots_step(gradients, handles, slots, present):  # with momentum only: plain SGD has no slots
+        m = _read(slots[0])
+        new_m, increment = _sgd_arithmetic(tf.stack(gradients), m, lr, momentum, optimizer.nesterov)
+        tf.raw_ops.AssignVariableOp(resource=slots[0], value=new_m if present is None else tf.where(present, new_m, m))
+        _assign_each(tf.raw_ops.AssignAddVariableOp, handles, increment)
+
     if optimizer.momentum == 0:
         gated = _gated_update("sgd_plain", (lr,), lambda variable: (), decay_factor)
     else:
         kind = "sgd_nesterov" if optimizer.nesterov else "sgd_momentum"
         gated = _gated_update(kind, (lr, momentum), lambda variable: (momentum_of(variable),), decay_factor)
-    return step, gated, stacked_step
+    return step, gated, stacked_step, slots_step
 
 
 def _stacked_reads(handles):
@@ -480,8 +660,18 @@ def _stacked_reads(handles):
 
 
 def _assign_each(assign, handles, stacked):
+    """`assign(handle, row)` for each handle and row of `stacked` (a None handle: that row is not assigned)."""
     for handle, value in zip(handles, tf.unstack(stacked, num=len(handles))):
-        assign(resource=handle, value=value)
+        if handle is not None:
+            assign(resource=handle, value=value)
+
+
+def _add_where(handle, old, delta, present):
+    """Adds `delta` to the variable of `handle` (whose value is `old`), only in the rows where `present`."""
+    if present is None:
+        tf.raw_ops.AssignAddVariableOp(resource=handle, value=delta)
+    else:  # `old + delta` is the add `AssignAddVariableOp` runs: the same bits
+        tf.raw_ops.AssignVariableOp(resource=handle, value=tf.where(present, tf.raw_ops.AddV2(x=old, y=delta), old))
 
 
 def _is_plain_adam(optimizer):

@@ -212,3 +212,126 @@ def test_large_variables_are_updated_one_by_one():
     limit = sparse_update._STACKED_MAX_ELEMENTS
     assert packs((limit,)) == 3  # gradients, m, v
     assert packs((limit + 1,)) == 0
+
+
+# === Stacked slots (`build_optimizer`) ===
+
+
+def _run_stacked(name, stack, steps=6, missing=()):
+    """Variables, then per variable its slot values, after `steps` updates; the gradient of the variables in
+    `missing` is None on odd steps (as Keras, they are skipped then)."""
+    rng = np.random.default_rng(0)
+    shapes = ((3, 3, 4, 4), (4,), (7,), (3, 3, 4, 4), (4,), (4,), (3, 3, 4, 4))
+    variables = [keras.Variable(rng.normal(size=shape).astype("float32")) for shape in shapes]
+    optimizer = _optimizer(name)
+    stacks = sparse_update.build_optimizer(optimizer, variables, stack=stack) if stack is not None else None
+    if stack is None:
+        optimizer.build(variables)
+    grads = [[tf.constant(rng.normal(size=v.shape).astype("float32")) for v in variables] for _ in range(steps)]
+    for k, gs in enumerate(grads):
+        gs = [None if k % 2 and i in missing else g for i, g in enumerate(gs)]
+        if stack is None:
+            tf.function(lambda gs: optimizer.apply(gs, variables))(gs)
+        else:
+            tf.function(lambda gs: sparse_update.apply_gradients(optimizer, gs, variables, [], slot_stacks=stacks))(gs)
+    slots = sparse_update.slot_map(optimizer, variables)
+    per_variable = []
+    for v in variables:
+        stacked = stacks.slots_of(v) if stacks is not None else None
+        per_variable.append([np.asarray(s) for s in (stacked if stacked is not None else slots[id(v)])])
+    return [v.numpy() for v in variables], per_variable, optimizer, stacks
+
+
+def _stacked(optimizer):
+    return [v for v in optimizer.variables if "stacked_" in v.path]
+
+
+@pytest.mark.parametrize("missing", [(), (0, 2, 4)], ids=["all", "some_missing"])
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "sgd_nesterov", "adam_clipnorm"])
+def test_stacked_slots_equal_keras_apply_bit_for_bit(name, missing):
+    """Weights and every slot value as Keras's own `apply` with one slot per variable; a variable without a
+    gradient (0 and 4 are in stacked groups, 2 alone in its shape) keeps its weights and its slot rows."""
+    weights, slots, optimizer, stacks = _run_stacked(name, stack=True, missing=missing)
+    want_weights, want_slots, reference, _ = _run_stacked(name, stack=None, missing=missing)
+    # (3, 3, 4, 4) x 3 and (4,) x 3 are stacked; (7,) keeps its own slots
+    assert [len(group.variables) for group in stacks.groups] == [3, 3]
+    num_slots = {"adam": 2, "adamw": 2, "sgd": 1, "sgd_nesterov": 1, "adam_clipnorm": 2}[name]
+    assert len(optimizer.variables) == len(reference.variables) - 4 * num_slots
+    for got, want in zip(weights, want_weights):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(slots, want_slots):
+        assert len(got) == len(want) == num_slots
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+            assert np.any(a != 0)  # trained: the comparison is not of zeros
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd_nesterov"])
+def test_stacked_slots_leave_one_assign_per_variable(name):
+    """With stacked slots a variable adds its captured handle, its gradient and its assign to the graph (weight
+    decay: a read and an assign more): its slots are read and assigned once per group."""
+
+    def size(count):
+        variables = [keras.Variable(np.zeros((2, 3), "float32")) for _ in range(count)]
+        optimizer = _optimizer(name)
+        stacks = sparse_update.build_optimizer(optimizer, variables)
+        assert len(_stacked(optimizer)) == {"adam": 2, "adamw": 2, "sgd_nesterov": 1}[name]
+        assert not any(sparse_update.slot_map(optimizer, variables).values())
+        fn = tf.function(lambda gs: sparse_update.apply_gradients(optimizer, gs, variables, [], slot_stacks=stacks))
+        graph = fn.get_concrete_function([tf.TensorSpec((2, 3), tf.float32)] * count).graph
+        return len(graph.get_operations())
+
+    per_variable = (size(22) - size(2)) / 20
+    assert per_variable <= {"adam": 3, "adamw": 5, "sgd_nesterov": 5}[name], per_variable
+
+
+@pytest.mark.parametrize("name", ["sgd_plain", "adam_amsgrad"])
+def test_slots_are_not_stacked_where_the_update_is_keras_own_or_has_no_slots(name):
+    variables = [keras.Variable(np.zeros((2, 3), "float32")) for _ in range(3)]
+    optimizer = _optimizer(name)
+    assert sparse_update.build_optimizer(optimizer, variables) is None
+    assert not _stacked(optimizer)
+    slots = sparse_update.slot_map(optimizer, variables)
+    assert [len(slots[id(v)]) for v in variables] == [{"sgd_plain": 0, "adam_amsgrad": 3}[name]] * 3
+
+
+def test_slots_are_not_stacked_when_asked_not_to_or_under_a_strategy():
+    variables = [keras.Variable(np.zeros((2, 3), "float32")) for _ in range(3)]
+    optimizer = keras.optimizers.Adam(1e-3)
+    assert sparse_update.build_optimizer(optimizer, variables, stack=False) is None
+    assert not _stacked(optimizer)
+    assert all(len(slots) == 2 for slots in sparse_update.slot_map(optimizer, variables).values())
+    with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        variables = [keras.Variable(np.zeros((2, 3), "float32")) for _ in range(3)]
+        optimizer = keras.optimizers.Adam(1e-3)
+        assert sparse_update.build_optimizer(optimizer, variables) is None
+        assert not _stacked(optimizer)
+        assert all(len(slots) == 2 for slots in sparse_update.slot_map(optimizer, variables).values())
+
+
+def test_a_built_optimizer_keeps_its_stacks():
+    variables = [keras.Variable(np.zeros((2, 3), "float32")) for _ in range(3)]
+    optimizer = keras.optimizers.Adam(1e-3)
+    stacks = sparse_update.build_optimizer(optimizer, variables)
+    count = len(optimizer.variables)
+    assert sparse_update.build_optimizer(optimizer, variables) is stacks
+    assert len(optimizer.variables) == count and len(_stacked(optimizer)) == 2
+
+
+def test_stacked_slots_refuse_gates_and_masks():
+    variables = [keras.Variable(np.zeros((2, 3), "float32")) for _ in range(3)]
+    optimizer = keras.optimizers.Adam(1e-3)
+    stacks = sparse_update.build_optimizer(optimizer, variables)
+    grads = [tf.ones((2, 3))] * 3
+    with pytest.raises(ValueError, match=r"updated every step.*gates or masks 2 of them"):
+        sparse_update.apply_gradients(
+            optimizer, grads, variables, [(_Layer(variables[:2]), tf.constant(True))], slot_stacks=stacks
+        )
+    with pytest.raises(ValueError, match=r"gates or masks 1 of them"):
+        mask = [(variables[1], tf.ones((2, 3), tf.bool))]
+        sparse_update.apply_gradients(optimizer, grads, variables, [], masks=mask, slot_stacks=stacks)
+    # dense: gates and masks are ignored, so the stacks apply
+    sparse_update.apply_gradients(
+        optimizer, grads, variables, [(_Layer(variables[:2]), tf.constant(True))], sparse=False, slot_stacks=stacks
+    )
+    assert int(optimizer.iterations.numpy()) == 1
