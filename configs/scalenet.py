@@ -101,6 +101,7 @@ def get_config(arg=None):
         distill_weight=0.0,
         sparse_updates=True,
         per_replica_subnets=False,
+        stacked_optimizer_slots=True,  # False: resume a checkpoint with one slot per variable
         precision="float32",
         graph_optimizations="fast",  # "full": TF's default grappler; "off": none (training/graph_options.py)
     )

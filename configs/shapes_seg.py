@@ -48,6 +48,7 @@ def get_config(arg=None):
         distill_weight=0.5,  # ScaleNAS paper 1.0, released code 0.5
         sparse_updates=True,
         per_replica_subnets=False,
+        stacked_optimizer_slots=True,  # False: resume a checkpoint with one slot per variable
         # float32 | mixed_bfloat16 | mixed_float16 (GPUs). On a CPU without AMX (the CI machine, AMD
         # EPYC) a mixed_bfloat16 step measured 3.2-3.9x slower than float32, hence float32.
         precision="float32",

@@ -75,6 +75,7 @@ REAL_DATA_TRAIN = dict(
     init_from_teacher=False,
     distill_weight=0.5,
     sparse_updates=True,
+    stacked_optimizer_slots=True,  # False: resume a checkpoint with one optimizer slot per variable
     precision="float32",
     graph_optimizations="fast",  # "full": TF's default grappler; "off": none (training/graph_options.py)
 )

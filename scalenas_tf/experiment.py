@@ -198,6 +198,7 @@ class TrainSettings:
     distill_weight: float
     sparse_updates: bool
     per_replica_subnets: bool
+    stacked_optimizer_slots: bool
     precision: str
     graph_optimizations: str
 
@@ -370,6 +371,7 @@ class Experiment:
             distill_weight=train.distill_weight,
             sparse_updates=train.sparse_updates,
             per_replica_subnets=train.per_replica_subnets,
+            stacked_slots=train.stacked_optimizer_slots,
         )
 
     def cost_of(self, validate: bool = False):
@@ -495,6 +497,7 @@ def _train(fields, family: registry.Family) -> TrainSettings | None:
         distill_weight=_float(fields, section, "distill_weight", required=True, low=0.0),
         sparse_updates=_bool(fields, section, "sparse_updates", True),
         per_replica_subnets=_bool(fields, section, "per_replica_subnets", False),
+        stacked_optimizer_slots=_bool(fields, section, "stacked_optimizer_slots", True),
         precision=_choice(fields, section, "precision", PRECISIONS, default="float32"),
         graph_optimizations=_graph_optimizations(fields, section),
     )

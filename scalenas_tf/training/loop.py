@@ -10,6 +10,7 @@ strategy (and without one).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -42,6 +43,7 @@ def train_loop(trainer, dataset, steps, checkpoint_dir, strategy=None, checkpoin
     manager = tf.train.CheckpointManager(checkpoint, save_dir, max_to_keep=2)
     latest = tf.train.latest_checkpoint(checkpoint_dir)
     if latest:
+        _check_optimizer_layout(latest, trainer)
         checkpoint.restore(latest).assert_existing_objects_matched()
     resumed_from = int(trainer.optimizer.iterations.numpy())
     if latest:
@@ -76,3 +78,29 @@ def latest_step(checkpoint_dir):
     """The step of the latest loop checkpoint in `checkpoint_dir`, or 0."""
     latest = tf.train.latest_checkpoint(checkpoint_dir)
     return int(os.path.basename(latest).rsplit("-", 1)[-1]) if latest else 0
+
+
+def _check_optimizer_layout(path, trainer):
+    """Raises a ValueError if the optimizer state at `path` was written with another slot layout.
+
+    A checkpoint keys the optimizer's variables (and the model variables it updates) by their index in its
+    lists, so a checkpoint written with one slot per variable would restore into stacked slots
+    (`SupernetTrainer(stacked_slots=True)`) by position: mismatched shapes at best, another variable's values
+    where shapes agree.
+    """
+    optimizer = trainer.optimizer
+    saved = {}
+    for key, shape in tf.train.list_variables(path):
+        match = re.fullmatch(r"optimizer/(_variables|_trainable_variables)/(\d+)/\.ATTRIBUTES/VARIABLE_VALUE", key)
+        if match:
+            saved.setdefault(match.group(1), {})[int(match.group(2))] = list(shape)
+    ours = {"_variables": optimizer.variables, "_trainable_variables": optimizer._trainable_variables}
+    for name, variables in ours.items():
+        entries = saved.get(name, {})
+        fits = not entries or (
+            max(entries) == len(variables) - 1
+            and all(list(variables[i].shape) == shape for i, shape in entries.items())
+        )
+        if not fits:
+            detail = f"{max(entries) + 1} saved {name.strip('_')} vs {len(variables)}"
+            raise trainer.slot_layout_error(path, detail)

@@ -8,6 +8,8 @@ precision and `tf.distribute` (every replica trains the same subnet unless `per_
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -46,6 +48,11 @@ class SupernetTrainer(keras.Model):
         subnet_loop: bool or None. Run the step's subnets in a `tf.while_loop`, accumulating their
             gradients (same sum; one supernet copy in the graph). `None` (default): when the sampler
             draws more than 4 subnets per step (e.g. `StrictFairSampler`). Not with `"inplace"`.
+        stacked_slots: bool. True (default): where every variable is updated every step (`"inplace"` or
+            `sparse_updates=False`) and no strategy is in scope at `compile`, Adam's and SGD's slots of
+            same-shape variables are stacked into one variable per slot (`sparse_update.SlotStacks`: the same
+            values, far fewer ops). False: one slot per variable, as checkpoints written before 2026-12-04 hold
+            them (loading such a checkpoint into stacked slots fails with a message that says so).
 
     Training logs: `loss`, `task_loss`, `distill_loss` (epoch means of the step's summed subnet
     losses) and `loss_spread`, the standard deviation of the step loss over the epoch's steps.
@@ -70,6 +77,7 @@ class SupernetTrainer(keras.Model):
         per_replica_subnets=False,
         eval_arch=None,
         subnet_loop=None,
+        stacked_slots=True,
         **kwargs,
     ):
         kwargs.setdefault("name", "supernet_trainer")
@@ -103,6 +111,8 @@ class SupernetTrainer(keras.Model):
         if subnet_loop and self.inplace:
             raise ValueError("`subnet_loop=True` does not support teacher='inplace'")
         self.subnet_loop = bool(subnet_loop)
+        self.stacked_slots = bool(stacked_slots)
+        object.__setattr__(self, "_slot_stacks", None)  # `compile`: `sparse_update.build_optimizer`'s stacks
         object.__setattr__(self, "_gradient_sums", None)  # `compile`, for `_looped_gradients`
         self._largest = tf.constant(space.to_vector(space.largest()))
         self._eval_vector = tf.constant(space.to_vector(self.eval_arch))
@@ -136,7 +146,11 @@ class SupernetTrainer(keras.Model):
         super().compile(optimizer=optimizer, **kwargs)
         if not self.built:
             self.build((None, None, None, 3))
-        self.optimizer.build(self.trainable_variables)
+        every_step = self.inplace or not self.sparse_updates  # no gates and no channel masks
+        stacks = sparse_update.build_optimizer(
+            self.optimizer, self.trainable_variables, stack=self.stacked_slots and every_step
+        )
+        object.__setattr__(self, "_slot_stacks", stacks)
         if self.subnet_loop and not tf.distribute.has_strategy():
             # `_looped_gradients`'s sums, created here, before the step is traced (a variable created in a trace
             # makes `tf.function` trace again), and held where Keras does not track them (not in checkpoints).
@@ -145,6 +159,30 @@ class SupernetTrainer(keras.Model):
                 for k, v in enumerate(self.supernet.trainable_variables)
             )
             object.__setattr__(self, "_gradient_sums", _Untracked(sums))
+
+    def load_weights(self, filepath, *args, **kwargs):
+        """Like `keras.Model.load_weights`, but a file whose optimizer state does not fit fails instead of being
+        skipped with a warning (Keras's behaviour), which would resume with fresh slots and step count."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            super().load_weights(filepath, *args, **kwargs)
+        for warning in caught:
+            message = str(warning.message)
+            built = self.optimizer is not None and self.optimizer.built  # else Keras's warning says to build it
+            if built and "Skipping variable loading for optimizer" in message:
+                raise self.slot_layout_error(filepath, message.strip())
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+
+    def slot_layout_error(self, path, detail):
+        """The ValueError for a checkpoint at `path` whose optimizer state does not fit (`detail`: how)."""
+        layout = "stacked" if self._slot_stacks is not None else "one slot per variable"
+        return ValueError(
+            f"{path}: its optimizer state does not fit this trainer's optimizer ({detail}). This trainer's "
+            f"optimizer slots are {layout} (`stacked_slots={self.stacked_slots}`). A checkpoint written before "
+            "2026-12-04 or with stacked_slots=False holds one slot per variable: load it with "
+            "`SupernetTrainer(..., stacked_slots=False)` (config: --config.train.stacked_optimizer_slots=False), "
+            "or with True if it was written stacked; otherwise it was written with another optimizer"
+        )
 
     def make_train_function(self, force=False):
         """Keras's train function, except that a step is dispatched straight to its traced graph.
@@ -237,6 +275,7 @@ class SupernetTrainer(keras.Model):
             self._gated_layers(vectors),
             sparse=self.sparse_updates,
             masks=self._channel_masks(vectors),
+            slot_stacks=self._slot_stacks,
         )
         self.loss_tracker.update_state(total)
         self.task_loss_tracker.update_state(task_sum)

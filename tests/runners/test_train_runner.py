@@ -76,6 +76,32 @@ def test_binary_reports_bad_input_in_one_line(tmp_path):
     assert "config.train.optimizer" in out.stderr and "Traceback" not in out.stderr
 
 
+def _small_config(steps, per_epoch, **train):
+    config = shapes_seg.get_config()
+    config.search_space.width = 4
+    config.search_space.depth_choices = (1, 2)
+    config.model.input_size = (32, 32)
+    config.data.batch_size, config.data.train_examples, config.data.validation_examples = 4, 64, 8
+    config.train.warmup_steps, config.train.steps, config.train.steps_per_epoch = 0, steps, per_epoch
+    config.train.update(train)
+    return config
+
+
+def test_a_backup_with_the_other_slot_layout_fails_naming_the_field_that_resumes_it(tmp_path, capsys):
+    """A backup written with one optimizer slot per variable (as before slots were stacked) does not resume into
+    stacked slots with fresh optimizer state (Keras's warning): it fails, naming the setting that resumes it."""
+    workdir = str(tmp_path)
+    train_runner.run(_small_config(2, 1, stacked_optimizer_slots=False), workdir, verbose=0)
+    message = r"optimizer state does not fit.*--config\.train\.stacked_optimizer_slots=False"
+    with pytest.raises(ValueError, match=message):
+        train_runner.run(_small_config(4, 1), workdir, verbose=0)
+    capsys.readouterr()
+    summary = train_runner.run(_small_config(4, 1, stacked_optimizer_slots=False), workdir, verbose=2)
+    out = capsys.readouterr().out
+    assert "Epoch 3/4" in out and "Epoch 1/4" not in out  # resumed after the backup's 2 epochs
+    assert summary["steps"] == 4
+
+
 def _wait_for(path, proc, timeout):
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -26,6 +26,7 @@ from scalenas_tf.layers import common
 from scalenas_tf.models.extraction import extract_subnet
 from scalenas_tf.training import compile_stats
 from scalenas_tf.training import losses
+from scalenas_tf.training import sparse_update
 from scalenas_tf.training.bn_calibration import BatchNormCalibrator
 from scalenas_tf.training.sampler import FixedSampler
 from scalenas_tf.training.sampler import SingleArchSampler
@@ -340,6 +341,117 @@ def test_direct_dispatch_only_without_strategy_and_xla_and_one_step_per_call():
         trainer.compile(optimizer=keras.optimizers.Adam(1e-2))
     trainer.make_train_function()
     assert "_single_step_function" not in trainer.train_function.__qualname__
+
+
+# === Stacked optimizer slots ===
+
+
+def _stacked_run(stacked, optimizer, teacher="inplace", sparse_updates=True, epochs=2):
+    keras.utils.set_random_seed(7)
+    trainer = SupernetTrainer(
+        new_supernet(0),
+        sampler=UniformSampler(SPACE, seed=3),
+        teacher=teacher,
+        sparse_updates=sparse_updates,
+        stacked_slots=stacked,
+    )
+    trainer.compile(optimizer=optimizer)
+    history = trainer.fit(train_dataset(8, 2), epochs=epochs, steps_per_epoch=3, verbose=0, shuffle=False)
+    return trainer, history.history
+
+
+def _slot_values(trainer):
+    """Per trainable variable, its optimizer slots' values (stacked or not)."""
+    variables = trainer.supernet.trainable_variables
+    per_variable = sparse_update.slot_map(trainer.optimizer, variables)
+    stacks = trainer._slot_stacks
+    values = []
+    for v in variables:
+        stacked = stacks.slots_of(v) if stacks is not None else None
+        values.append([np.asarray(s) for s in (stacked if stacked is not None else per_variable[id(v)])])
+    return values
+
+
+@pytest.mark.parametrize(
+    "optimizer, teacher, sparse_updates",
+    [
+        (lambda: keras.optimizers.Adam(1e-2), "inplace", True),
+        (lambda: keras.optimizers.AdamW(1e-2, weight_decay=1e-2), "inplace", True),
+        (lambda: keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True), None, False),
+    ],
+    ids=["adam_inplace", "adamw_inplace", "sgd_dense"],
+)
+def test_stacked_slots_train_bit_for_bit_as_one_slot_per_variable(optimizer, teacher, sparse_updates):
+    """Where every variable is updated every step, the default stacks same-shape variables' slots: fewer
+    optimizer variables, the same losses, weights, BN statistics and slot values, one trace."""
+    stacked, stacked_logs = _stacked_run(True, optimizer(), teacher, sparse_updates)
+    plain, plain_logs = _stacked_run(False, optimizer(), teacher, sparse_updates)
+    assert stacked._slot_stacks is not None and plain._slot_stacks is None
+    num_stacked = sum(len(group.variables) for group in stacked._slot_stacks.groups)
+    num_slots = len(_slot_values(plain)[0])
+    assert num_stacked > len(stacked.supernet.trainable_variables) // 2
+    assert len(plain.optimizer.variables) - len(stacked.optimizer.variables) == num_slots * (
+        num_stacked - len(stacked._slot_stacks.groups)
+    )
+    assert stacked.train_step_traces == plain.train_step_traces == 1
+    assert stacked_logs == plain_logs
+    for a, b in zip(stacked.supernet.weights, plain.supernet.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    trained = 0
+    for got, want in zip(_slot_values(stacked), _slot_values(plain)):
+        assert len(got) == len(want) == num_slots
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+            trained += bool(np.any(a != 0))
+    # (dense updates of unsampled choices get zero gradients: SGD's momentum of those stays 0)
+    assert trained >= 0.9 * num_slots * len(stacked.supernet.trainable_variables)
+
+
+def test_sparse_updates_keep_one_slot_per_variable():
+    """With gates (sparse updates, no in-place teacher) a variable's slots may stay put: not stacked."""
+    trainer = SupernetTrainer(new_supernet(0), sampler=UniformSampler(SPACE, seed=3))
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-2))
+    assert trainer._slot_stacks is None
+    slots = sparse_update.slot_map(trainer.optimizer, trainer.supernet.trainable_variables)
+    assert all(len(s) == 2 for s in slots.values())
+
+
+def test_a_checkpoint_of_the_other_slot_layout_fails_on_load_and_its_own_resumes(tmp_path):
+    """Keras skips an optimizer state that does not fit with a warning (a resumed run would restart its slots
+    and step count): the trainer fails with a message that names the setting that loads it."""
+    stacked, _ = _stacked_run(True, keras.optimizers.Adam(1e-2), epochs=1)
+    plain, _ = _stacked_run(False, keras.optimizers.Adam(1e-2), epochs=1)
+    stacked_file, plain_file = str(tmp_path / "stacked.weights.h5"), str(tmp_path / "plain.weights.h5")
+    stacked.save_weights(stacked_file)
+    plain.save_weights(plain_file)
+    for trainer, other in ((stacked, plain_file), (plain, stacked_file)):
+        fresh = SupernetTrainer(new_supernet(1), teacher="inplace", stacked_slots=trainer.stacked_slots)
+        fresh.compile(optimizer=keras.optimizers.Adam(1e-2))
+        with pytest.raises(ValueError, match=r"optimizer state does not fit.*stacked_optimizer_slots=False"):
+            fresh.load_weights(other)
+    resumed = SupernetTrainer(new_supernet(1), teacher="inplace")
+    resumed.compile(optimizer=keras.optimizers.Adam(1e-2))
+    resumed.load_weights(stacked_file)
+    assert int(resumed.optimizer.iterations.numpy()) == 3
+    for a, b in zip(resumed.optimizer.variables + resumed.weights, stacked.optimizer.variables + stacked.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_the_loop_refuses_a_checkpoint_of_the_other_slot_layout(tmp_path):
+    """`tf.train.Checkpoint` keys optimizer variables by position: the loop checks the layout before restoring."""
+    from scalenas_tf.training.loop import train_loop
+
+    def trainer_of(stacked):
+        trainer = SupernetTrainer(new_supernet(0), teacher="inplace", stacked_slots=stacked)
+        trainer.compile(optimizer=keras.optimizers.Adam(1e-2))
+        return trainer
+
+    directory = str(tmp_path / "loop")
+    train_loop(trainer_of(False), train_dataset(8, 2), 2, directory, checkpoint_every=2, log=lambda line: None)
+    with pytest.raises(ValueError, match=r"optimizer state does not fit.*stacked_slots=True"):
+        train_loop(trainer_of(True), train_dataset(8, 2), 4, directory, checkpoint_every=2, log=lambda line: None)
+    summary = train_loop(trainer_of(False), train_dataset(8, 2), 3, directory, log=lambda line: None)
+    assert summary["resumed_from"] == 2 and summary["steps"] == 3
 
 
 # === Distillation ===
