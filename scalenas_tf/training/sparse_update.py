@@ -152,7 +152,7 @@ def build_optimizer(optimizer, variables, stack=True):
 
     by_layout = {}
     for v in variables:
-        if v.dtype == "float32" and 0 < _num_elements(v) <= _STACKED_MAX_ELEMENTS:
+        if v.dtype == "float32" and _small(v):
             by_layout.setdefault((tuple(v.shape), decays(v)), []).append(v)
     members = [(layout, group) for layout, group in by_layout.items() if len(group) > 1]
     stacked = {id(v) for _, group in members for v in group}
@@ -179,8 +179,9 @@ def _slot_kind(optimizer):
     return None
 
 
-def _num_elements(variable):
-    return int(np.prod(variable.shape))
+def _small(variable):
+    """Whether `variable` is small enough to be updated stacked (`_STACKED_MAX_ELEMENTS`)."""
+    return 0 < int(np.prod(variable.shape)) <= _STACKED_MAX_ELEMENTS
 
 
 def apply_gradients(optimizer, grads, variables, gated_layers, sparse=True, masks=(), slot_stacks=None):
@@ -357,8 +358,7 @@ def _update_stacked(stacked_steps, ids, grads, tf_vars, float_masks, decays, dec
         ids = _update_slot_stacks(slots_step, ids, grads, tf_vars, decay_factor, slot_stacks)
     groups, rest = {}, []
     for i in ids:
-        small = tf_vars[i].shape.num_elements() <= _STACKED_MAX_ELEMENTS
-        if small and float_masks[i] is None and _plain_float32(grads[i], tf_vars[i]):
+        if _small(tf_vars[i]) and float_masks[i] is None and _plain_float32(grads[i], tf_vars[i]):
             groups.setdefault((tuple(tf_vars[i].shape), decays(tf_vars[i])), []).append(i)
         else:
             rest.append(i)
